@@ -1,0 +1,122 @@
+"""The Squeeze-and-Excitation block (Hu et al., arXiv 1709.01507, section 3).
+
+Given a feature map ``U`` of shape (B, C, H, W) the block computes
+
+* squeeze:    ``z = pool(U)``                      -> (B, C)   (global average or max pooling)
+* excitation: ``s = gate(W2 relu(W1 z + b1) + b2)``  -> (B, C)   (W1: C/r x C, W2: C x C/r)
+* scale:      ``U~ = s[:, :, None, None] * U``     -> (B, C, H, W)
+
+Each step is a named submodule (``squeeze``, ``excitation`` with ``excitation.gate``, ``scale``) so that a
+forward hook on ``squeeze`` sees ``z`` and a hook on ``excitation`` (or ``excitation.gate``) sees ``s``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+SqueezeMode = Literal["avg", "max"]
+GateName = Literal["sigmoid", "hard_sigmoid", "tanh", "relu"]
+
+SQUEEZE_MODES: tuple[str, ...] = ("avg", "max")
+GATES: dict[str, type[nn.Module]] = {
+    "sigmoid": nn.Sigmoid,
+    "hard_sigmoid": nn.Hardsigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+}
+
+
+def se_hidden_width(channels: int, reduction: int = 16, min_hidden: int = 1) -> int:
+    """Width of the excitation bottleneck: ``max(channels // reduction, min_hidden)``.
+
+    ``channels // reduction`` is what the official release uses (SE-ResNet-20 on CIFAR gets 1, 2 and 4 hidden
+    units); ``min_hidden`` keeps very small blocks from collapsing to zero units.
+    """
+    if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+        raise ValueError(f"reduction ratio must be a positive integer (the paper uses 16), got {reduction!r}")
+    if isinstance(min_hidden, bool) or not isinstance(min_hidden, int) or min_hidden < 1:
+        raise ValueError(f"min_hidden must be a positive integer, got {min_hidden!r}")
+    if channels < 1:
+        raise ValueError(f"channels must be positive, got {channels}")
+    return max(channels // reduction, min_hidden)
+
+
+class Squeeze(nn.Module):
+    """Global spatial pooling to a channel descriptor: (B, C, H, W) -> (B, C)."""
+
+    def __init__(self, mode: SqueezeMode = "avg") -> None:
+        super().__init__()
+        if mode not in SQUEEZE_MODES:
+            raise ValueError(f"squeeze must be one of {SQUEEZE_MODES}, got {mode!r}")
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "avg":
+            return x.mean(dim=(2, 3))
+        return x.amax(dim=(2, 3))
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+class Excitation(nn.Module):
+    """Two fully connected layers around a ReLU, then a gate: (B, C) -> (B, C) channel weights ``s``."""
+
+    def __init__(self, channels: int, hidden: int, gate: GateName = "sigmoid", bias: bool = True) -> None:
+        super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {tuple(GATES)}, got {gate!r}")
+        self.fc1 = nn.Linear(channels, hidden, bias=bias)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(hidden, channels, bias=bias)
+        self.gate = GATES[gate]()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.fc2(self.relu(self.fc1(z))))
+
+
+class ChannelScale(nn.Module):
+    """Multiply each channel of a feature map by its weight: (B, C, H, W) x (B, C) -> (B, C, H, W)."""
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return x * s[:, :, None, None].to(x.dtype)
+
+
+class SEBlock(nn.Module):
+    """Squeeze-and-Excitation: recalibrate the channels of a (B, C, H, W) feature map.
+
+    Args:
+        channels: number of channels C of the feature map.
+        reduction: reduction ratio r; the hidden width is ``max(C // r, min_hidden)``.
+        squeeze: ``"avg"`` (the paper's choice) or ``"max"`` global pooling.
+        gate: ``"sigmoid"`` (paper), ``"hard_sigmoid"``, ``"tanh"`` or ``"relu"`` (paper Table 12).
+        min_hidden: smallest hidden width.
+        bias: bias in both FC layers, as in the official release.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        squeeze: SqueezeMode = "avg",
+        gate: GateName = "sigmoid",
+        min_hidden: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.hidden = se_hidden_width(channels, reduction, min_hidden)
+        self.squeeze = Squeeze(squeeze)
+        self.excitation = Excitation(channels, self.hidden, gate=gate, bias=bias)
+        self.scale = ChannelScale()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.squeeze(x)
+        s = self.excitation(z)
+        return self.scale(x, s)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, hidden={self.hidden}"
