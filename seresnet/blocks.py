@@ -91,10 +91,13 @@ class BasicBlock(_SEResidualUnit):
         integration: Integration = "standard",
         se_kwargs: dict[str, Any] | None = None,
         stride_on: str = "3x3",  # accepted for a uniform signature; a basic block has only 3x3 convs
+        branch_relu: bool = False,
     ) -> None:
         super().__init__()
         _check_integration(integration, ("standard", "pre", "post", "identity", "none"), "BasicBlock")
         self.integration = integration
+        # timm's legacy_seresnet18/34 (senet.py) apply a ReLU after bn2, before SE and the addition
+        self.branch_relu = branch_relu
         self.conv1 = conv3x3(in_ch, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -106,7 +109,8 @@ class BasicBlock(_SEResidualUnit):
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        return self.bn2(self.conv2(out))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out) if self.branch_relu else out
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2

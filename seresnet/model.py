@@ -58,6 +58,8 @@ class SEResNetConfig:
         stride_on: ``"3x3"`` (torchvision / timm) or ``"1x1"`` (original Caffe release) in downsampling bottlenecks.
         stem_pool: ``"pad"`` (torchvision max pool, padding 1) or ``"ceil"`` (Caffe, no padding, ceil mode).
         zero_init_last: start the last BN of every residual branch at zero (helps short CIFAR schedules).
+        basic_branch_relu: basic blocks only: a ReLU after bn2, before SE and the addition (timm's
+            ``legacy_seresnet18/34`` do this; the paper's units do not).
     """
 
     style: Style = "imagenet"
@@ -75,6 +77,7 @@ class SEResNetConfig:
     stride_on: Literal["3x3", "1x1"] = "3x3"
     stem_pool: Literal["pad", "ceil"] = "pad"
     zero_init_last: bool = False
+    basic_branch_relu: bool = False
     layers: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +131,8 @@ class SEResNetConfig:
                              f"this {self.style} depth-{self.depth} model uses {self.block} blocks")
         if self.stride_on not in ("3x3", "1x1"):
             raise ValueError(f"stride_on must be '3x3' or '1x1', got {self.stride_on!r}")
+        if self.basic_branch_relu and self.block != "basic":
+            raise ValueError(f"basic_branch_relu needs basic blocks; this model uses {self.block} blocks")
         if self.stem_pool not in ("pad", "ceil"):
             raise ValueError(f"stem_pool must be 'pad' or 'ceil', got {self.stem_pool!r}")
         if self.se_stages is not None:
@@ -217,7 +222,8 @@ class SEResNet(nn.Module):
                 s = stride if b == 0 else 1
                 out_ch = planes * block_cls.expansion
                 down = projection_shortcut(in_ch, out_ch, s) if (s != 1 or in_ch != out_ch) else None
-                units.append(block_cls(in_ch, planes, s, down, integration, se_kwargs, cfg.stride_on))
+                extra = {"branch_relu": True} if cfg.basic_branch_relu else {}
+                units.append(block_cls(in_ch, planes, s, down, integration, se_kwargs, cfg.stride_on, **extra))
                 in_ch = out_ch
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*units))
