@@ -1,0 +1,427 @@
+"""Weight interoperability with torchvision and timm ResNets / SE-ResNets, both directions.
+
+Our layer names follow torchvision except for the stem and the SE block (ours -> torchvision / timm ``seresnetN``
+and ``resnetN`` / timm ``legacy_seresnetN``):
+
+* ``stem.conv.`` -> ``conv1.`` / ``conv1.`` / ``layer0.conv1.``
+* ``stem.bn.`` -> ``bn1.`` / ``bn1.`` / ``layer0.bn1.``
+* ``layerI.J.se.excitation.fcK.`` -> (torchvision has no SE) / ``layerI.J.se.fcK.`` / ``layerI.J.se_module.fcK.``
+* ``fc.`` -> ``fc.`` / ``fc.`` / ``last_linear.``
+
+Everything else (``layerI.J.conv1`` ... ``downsample.0/1``) has the same name everywhere. timm's SE layers are 1x1
+convolutions with bias, weights (out, in, 1, 1); ours are ``nn.Linear``, weights (out, in). The converters reshape in
+both directions (the two compute the same thing on a pooled (B, C, 1, 1) / (B, C) descriptor); a non-1x1 conv weight
+cannot be an SE FC layer and raises a ``ValueError``.
+
+The architectures differ in details that the weights alone do not show, so the model built for a timm name gets the
+matching config (``timm_overrides``):
+
+* timm ``seresnetN`` (``timm/models/resnet.py``): stride on the 3x3 conv, padded stem max pool, SE hidden width
+  ``make_divisible(C / 16, 8)``, which is ``max(C // 16, 8)`` for these widths (8 instead of 4 for C = 64) ->
+  ``se_min_hidden=8``.
+* timm ``legacy_seresnetN`` (``timm/models/senet.py``, the Caffe release): stride on the first 1x1 conv of a
+  bottleneck (``stride_on="1x1"``), stem max pool with ``ceil_mode=True`` and no padding (``stem_pool="ceil"``),
+  hidden width ``C // 16``; its basic block (18/34) has a ReLU after bn2, before SE (``basic_branch_relu=True``).
+
+Loading goes through ``load_state_dict_strict``, which checks every key and shape first and raises a
+``StateDictMismatchError`` (a ``ValueError``) naming the missing, unexpected and mis-shaped keys with their shapes.
+timm is optional: only the functions that build timm models import it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .model import IMAGENET_LAYERS, SEResNet, SEResNetConfig
+from .se import se_hidden_width
+
+__all__ = [
+    "StateDictMismatchError",
+    "TIMM_NAMES",
+    "TORCHVISION_NAMES",
+    "check_state_dict",
+    "from_timm",
+    "from_timm_state_dict",
+    "from_torchvision",
+    "from_torchvision_state_dict",
+    "load_state_dict_strict",
+    "load_torchvision",
+    "timm_config",
+    "timm_name_for_config",
+    "timm_overrides",
+    "to_timm",
+    "to_timm_state_dict",
+    "to_torchvision",
+    "to_torchvision_state_dict",
+]
+
+StateDict = Mapping[str, torch.Tensor]
+DEPTHS: tuple[int, ...] = tuple(IMAGENET_LAYERS)
+TORCHVISION_NAMES: tuple[str, ...] = tuple(f"resnet{d}" for d in DEPTHS)
+TIMM_NAMES: tuple[str, ...] = tuple(f"{p}resnet{d}" for p in ("se", "legacy_se", "") for d in DEPTHS)
+_MAX_LISTED = 20  # keys listed per category in an error message; a wrong model can mismatch hundreds
+
+# SE FC layers: ours "....se.excitation.fcK.{weight,bias}", timm "....se.fcK." / legacy "....se_module.fcK."
+_OUR_SE = re.compile(r"^(?P<pre>.*)\.se\.excitation\.(?P<fc>fc[12])\.(?P<param>weight|bias)$")
+_TIMM_SE = re.compile(r"^(?P<pre>.*)\.(?P<se>se|se_module)\.(?P<fc>fc[12])\.(?P<param>weight|bias)$")
+
+
+# --- strict loading with readable errors --------------------------------------------------------------------------
+class StateDictMismatchError(ValueError):
+    """A state dict does not fit a model: lists missing, unexpected and mis-shaped keys with shapes."""
+
+
+def _fmt_keys(title: str, items: list[str]) -> str:
+    more = f"\n    ... and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
+    return f"  {title} ({len(items)}):\n" + "\n".join(f"    {s}" for s in items[:_MAX_LISTED]) + more
+
+
+def check_state_dict(model: nn.Module, state_dict: StateDict, *, allow_missing_batch_counters: bool = True) -> None:
+    """Raise ``StateDictMismatchError`` unless ``state_dict`` has exactly ``model``'s keys with the same shapes.
+
+    ``num_batches_tracked`` BN counters may be missing (older checkpoints lack them and they do not affect outputs)
+    unless ``allow_missing_batch_counters`` is False.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"expected a state dict (a mapping of names to tensors), got {type(state_dict).__name__}")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict
+               and not (allow_missing_batch_counters and k.endswith("num_batches_tracked"))]
+    unexpected = [k for k in state_dict if k not in expected]
+    not_tensor = [k for k in state_dict if k in expected and not isinstance(state_dict[k], torch.Tensor)]
+    shaped = [k for k in state_dict if k in expected and k not in not_tensor
+              and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or shaped or not_tensor):
+        return
+
+    def shape(t: Any) -> str:
+        return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+    parts = [f"state dict does not match {type(model).__name__}:"]
+    if missing:
+        parts.append(_fmt_keys("missing keys (expected shape)", [f"{k}: {shape(expected[k])}" for k in missing]))
+    if unexpected:
+        parts.append(_fmt_keys("unexpected keys (shape)", [f"{k}: {shape(state_dict[k])}" for k in unexpected]))
+    if shaped:
+        parts.append(_fmt_keys("mis-shaped keys", [f"{k}: got {shape(state_dict[k])}, expected {shape(expected[k])}"
+                                                   for k in shaped]))
+    if not_tensor:
+        parts.append(_fmt_keys("values that are not tensors", [f"{k}: {shape(state_dict[k])}" for k in not_tensor]))
+    raise StateDictMismatchError("\n".join(parts))
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: StateDict, *,
+                           allow_missing_batch_counters: bool = True) -> nn.Module:
+    """Check ``state_dict`` against ``model`` (see ``check_state_dict``), then load it; returns ``model``."""
+    check_state_dict(model, state_dict, allow_missing_batch_counters=allow_missing_batch_counters)
+    # strict=False only so that tolerated missing batch counters keep the model's values; all else was checked above
+    model.load_state_dict(state_dict, strict=False)
+    return model
+
+
+# --- key renaming -------------------------------------------------------------------------------------------------
+def _rename(state_dict: StateDict, rules: list[tuple[str, str]],
+            transform: Callable[[str, torch.Tensor], tuple[str, torch.Tensor]] | None = None) -> OrderedDict:
+    """Apply the first matching prefix rule (old -> new) to every key, keeping the order; then ``transform``."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"expected a state dict (a mapping of names to tensors), got {type(state_dict).__name__}")
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in state_dict.items():
+        for old, new in rules:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        if transform is not None:
+            key, value = transform(key, value)
+        if key in out:
+            raise ValueError(f"two keys of the input map to {key!r}; is the state dict a mix of naming schemes?")
+        out[key] = value
+    return out
+
+
+def _se_conv_to_linear(key: str, w: torch.Tensor) -> torch.Tensor:
+    """(out, in, 1, 1) conv weight -> (out, in) linear weight; a (out, in) weight is returned as is."""
+    if w.ndim == 2:
+        return w
+    if w.ndim != 4 or tuple(w.shape[2:]) != (1, 1):
+        raise ValueError(f"{key}: an SE FC layer must be a 1x1 conv weight (out, in, 1, 1) or a linear weight "
+                         f"(out, in), got shape {tuple(w.shape)}")
+    return w.reshape(w.shape[0], w.shape[1])
+
+
+def _se_linear_to_conv(key: str, w: torch.Tensor) -> torch.Tensor:
+    """(out, in) linear weight -> (out, in, 1, 1) conv weight; a 1x1 conv weight is returned as is."""
+    if w.ndim == 4 and tuple(w.shape[2:]) == (1, 1):
+        return w
+    if w.ndim != 2:
+        raise ValueError(f"{key}: an SE FC layer must be a linear weight (out, in) or a 1x1 conv weight "
+                         f"(out, in, 1, 1), got shape {tuple(w.shape)}")
+    return w.reshape(w.shape[0], w.shape[1], 1, 1)
+
+
+def _is_legacy_timm(state_dict: StateDict) -> bool:
+    return any(k.startswith(("layer0.", "last_linear.")) or ".se_module." in k for k in state_dict)
+
+
+# --- torchvision --------------------------------------------------------------------------------------------------
+_TV_TO_OURS = [("conv1.", "stem.conv."), ("bn1.", "stem.bn.")]
+
+
+def from_torchvision_state_dict(state_dict: StateDict) -> OrderedDict:
+    """torchvision ``resnet18..152`` state dict -> ours (``create_model("resnetN")``): renames the stem only."""
+    return _rename(state_dict, _TV_TO_OURS)
+
+
+def to_torchvision_state_dict(state_dict: StateDict) -> OrderedDict:
+    """Our plain-ResNet state dict -> torchvision's. SE weights have no place there and raise a ``ValueError``."""
+    se_keys = [k for k in state_dict if _OUR_SE.match(k)]
+    if se_keys:
+        raise ValueError(f"torchvision ResNets have no SE blocks, but this state dict has {len(se_keys)} SE keys "
+                         f"(e.g. {se_keys[0]!r}); use to_timm_state_dict for SE-ResNets")
+    return _rename(state_dict, [(new, old) for old, new in _TV_TO_OURS])
+
+
+def _torchvision() -> Any:
+    import torchvision
+
+    return torchvision
+
+
+def from_torchvision(model_or_name: nn.Module | str, weights: Any = None) -> SEResNet:
+    """Our plain ResNet with the weights of a torchvision ResNet (a model, or a name like ``"resnet50"``).
+
+    ``weights`` is passed to ``torchvision.models.get_model`` when a name is given (e.g. ``"DEFAULT"`` or
+    ``"IMAGENET1K_V1"``; downloading needs internet); ``None`` gives torchvision's random initialisation.
+    The returned model is in the same train/eval mode as the torchvision model.
+    """
+    if isinstance(model_or_name, str):
+        if model_or_name not in TORCHVISION_NAMES:
+            raise ValueError(f"unknown torchvision ResNet {model_or_name!r}; supported: {', '.join(TORCHVISION_NAMES)}")
+        tv_model = _torchvision().models.get_model(model_or_name, weights=weights)
+    elif isinstance(model_or_name, nn.Module):
+        if weights is not None:
+            raise ValueError("weights= is only used with a model name; the given model already has its weights")
+        tv_model = model_or_name
+    else:
+        raise TypeError(f"expected a torchvision ResNet or its name, got {type(model_or_name).__name__}")
+    sd = from_torchvision_state_dict(tv_model.state_dict())
+    cfg = _infer_config(sd).replace(integration="none")
+    model = load_state_dict_strict(SEResNet(cfg), sd)
+    return model.train(tv_model.training)
+
+
+load_torchvision = from_torchvision
+
+
+def to_torchvision(model: SEResNet) -> nn.Module:
+    """A torchvision ResNet with ``model``'s weights; ``model`` must be a plain ImageNet-style ResNet."""
+    cfg = model.config
+    name = f"resnet{cfg.depth}"
+    expected = SEResNetConfig(style="imagenet", depth=cfg.depth, integration="none")
+    diff = _structure_diff(cfg, expected)
+    if diff:
+        raise ValueError(f"torchvision's {name} cannot represent this model: {diff}")
+    if cfg.in_chans != 3:
+        raise ValueError(f"torchvision ResNets take 3 input channels, this model takes {cfg.in_chans}")
+    tv_model = _torchvision().models.get_model(name, weights=None, num_classes=max(cfg.num_classes, 1))
+    if cfg.num_classes == 0:
+        tv_model.fc = nn.Identity()
+    load_state_dict_strict(tv_model, to_torchvision_state_dict(model.state_dict()))
+    return tv_model.train(model.training)
+
+
+# --- timm ---------------------------------------------------------------------------------------------------------
+_TIMM_TO_OURS = [("conv1.", "stem.conv."), ("bn1.", "stem.bn.")]
+_LEGACY_TO_OURS = [("layer0.conv1.", "stem.conv."), ("layer0.bn1.", "stem.bn."), ("last_linear.", "fc.")]
+
+
+def from_timm_state_dict(state_dict: StateDict, legacy: bool | None = None) -> OrderedDict:
+    """timm ``seresnetN`` / ``resnetN`` (``legacy=False``) or ``legacy_seresnetN`` (``legacy=True``) -> ours.
+
+    ``legacy=None`` detects the naming scheme from the keys. SE 1x1 conv weights (out, in, 1, 1) become linear
+    weights (out, in). Keys that match no rule are kept, so that a strict load reports them.
+    """
+    detected = _is_legacy_timm(state_dict)
+    if legacy is None:
+        legacy = detected
+    elif bool(legacy) != detected:
+        kind = "legacy_seresnet (senet.py)" if detected else "seresnet/resnet (resnet.py)"
+        raise ValueError(f"legacy={legacy} but the keys look like a timm {kind} state dict; pass legacy={detected}")
+
+    def transform(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+        m = _TIMM_SE.match(key)
+        if m is None or m["se"] != ("se_module" if legacy else "se"):
+            return key, value
+        key = f"{m['pre']}.se.excitation.{m['fc']}.{m['param']}"
+        return key, (_se_conv_to_linear(key, value) if m["param"] == "weight" else value)
+
+    return _rename(state_dict, _LEGACY_TO_OURS if legacy else _TIMM_TO_OURS, transform)
+
+
+def to_timm_state_dict(state_dict: StateDict, legacy: bool = False) -> OrderedDict:
+    """Our state dict -> timm ``seresnetN`` / ``resnetN`` (``legacy=False``) or ``legacy_seresnetN`` (True).
+
+    SE linear weights (out, in) become 1x1 conv weights (out, in, 1, 1). The model the weights come from must have
+    the matching config (see ``timm_overrides``); ``to_timm`` checks that.
+    """
+    rules = [(new, old) for old, new in (_LEGACY_TO_OURS if legacy else _TIMM_TO_OURS)]
+    se_name = "se_module" if legacy else "se"
+
+    def transform(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+        m = _OUR_SE.match(key)
+        if m is None:
+            return key, value
+        key = f"{m['pre']}.{se_name}.{m['fc']}.{m['param']}"
+        return key, (_se_linear_to_conv(key, value) if m["param"] == "weight" else value)
+
+    return _rename(state_dict, rules, transform)
+
+
+def _timm() -> Any:
+    try:
+        import timm
+    except ImportError as e:  # optional dependency
+        raise ImportError("converting timm models needs the optional dependency timm: pip install timm "
+                          "(or pip install 'seresnet[timm]')") from e
+    return timm
+
+
+def _parse_timm_name(timm_name: str) -> tuple[str, int]:
+    """``"timm/legacy_seresnet50.in1k"`` -> (``"legacy_se"``, 50)."""
+    if not isinstance(timm_name, str):
+        raise TypeError(f"expected a timm model name, got {type(timm_name).__name__}")
+    base = timm_name.split("/")[-1].split(".")[0]  # drop the hub prefix and the pretrained tag
+    m = re.fullmatch(r"(legacy_se|se|)resnet(\d+)", base)
+    if m is None or int(m[2]) not in IMAGENET_LAYERS:
+        raise ValueError(f"unsupported timm model {timm_name!r}; supported: {', '.join(TIMM_NAMES)} "
+                         "(optionally with a pretrained tag such as '.in1k')")
+    return m[1], int(m[2])
+
+
+def timm_overrides(timm_name: str) -> dict[str, Any]:
+    """Config fields that make ``SEResNetConfig(**timm_overrides(name))`` the architecture of a timm model.
+
+    Supports ``seresnetN``, ``legacy_seresnetN`` and ``resnetN`` for N in 18, 34, 50, 101, 152.
+    """
+    kind, depth = _parse_timm_name(timm_name)
+    base: dict[str, Any] = dict(style="imagenet", depth=depth, reduction=16, squeeze="avg", gate="sigmoid",
+                                se_stages=None)
+    if kind == "legacy_se":
+        # senet.py's basic block (SEResNetBlock) has a ReLU after bn2, before SE and the addition
+        return {**base, "integration": "standard", "stride_on": "1x1", "stem_pool": "ceil", "se_min_hidden": 1,
+                "basic_branch_relu": IMAGENET_LAYERS[depth][0] == "basic"}
+    if kind == "se":
+        # timm: rd_channels = make_divisible(C / 16, 8), i.e. max(C // 16, 8) for C in 64..2048
+        return {**base, "integration": "standard", "stride_on": "3x3", "stem_pool": "pad", "se_min_hidden": 8}
+    return {**base, "integration": "none", "stride_on": "3x3", "stem_pool": "pad", "se_min_hidden": 1}
+
+
+def timm_config(timm_name: str, **overrides: Any) -> SEResNetConfig:
+    """Our config for a timm model name, with further ``overrides`` (e.g. ``num_classes``)."""
+    return SEResNetConfig(**timm_overrides(timm_name)).replace(**overrides)
+
+
+def _structure(cfg: SEResNetConfig) -> dict[str, Any]:
+    """What decides the computation and the weight shapes (ignores options that make no difference for ``cfg``)."""
+    s: dict[str, Any] = dict(style=cfg.style, depth=cfg.depth, block=cfg.block, has_se=cfg.has_se,
+                             basic_branch_relu=cfg.basic_branch_relu)
+    if cfg.style == "imagenet":
+        s["stem_pool"] = cfg.stem_pool
+    if cfg.block == "bottleneck":
+        s["stride_on"] = cfg.stride_on
+    if cfg.has_se:
+        s.update(integration=cfg.integration, squeeze=cfg.squeeze, gate=cfg.gate,
+                 se_stages=cfg.se_stages or cfg.stage_numbers,
+                 se_hidden=tuple(se_hidden_width(w * (4 if cfg.block == "bottleneck" else 1), cfg.reduction,
+                                                 cfg.se_min_hidden) for w in cfg.widths))
+    return s
+
+
+def _structure_diff(cfg: SEResNetConfig, target: SEResNetConfig) -> str:
+    a, b = _structure(cfg), _structure(target)
+    diffs = [f"{k}={a.get(k)!r} (needs {b.get(k)!r})" for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+    return ", ".join(diffs)
+
+
+def timm_name_for_config(cfg: SEResNetConfig | SEResNet) -> str:
+    """The timm model name with the same architecture as ``cfg`` (a config or a model); a ``ValueError`` says why
+    there is none."""
+    if isinstance(cfg, SEResNet):
+        cfg = cfg.config
+    if not isinstance(cfg, SEResNetConfig):
+        raise TypeError(f"expected an SEResNetConfig or SEResNet, got {type(cfg).__name__}")
+    if cfg.style != "imagenet" or cfg.depth not in IMAGENET_LAYERS:
+        raise ValueError(f"timm has no equivalent of a {cfg.style}-style depth-{cfg.depth} model")
+    names = [f"{p}resnet{cfg.depth}" for p in ("se", "legacy_se", "")]
+    reasons = []
+    for name in names:
+        diff = _structure_diff(cfg, timm_config(name))
+        if not diff:
+            return name
+        reasons.append(f"  {name}: {diff}")
+    raise ValueError("no timm model has this architecture:\n" + "\n".join(reasons))
+
+
+def _infer_config(sd: StateDict) -> SEResNetConfig:
+    """Depth, num_classes and in_chans of an ImageNet-style model from our-named state dict keys and shapes."""
+    if "stem.conv.weight" not in sd:
+        raise ValueError("cannot find the stem conv weight ('conv1.weight' / 'layer0.conv1.weight') in the state dict")
+    bottleneck = any(re.fullmatch(r"layer\d+\.\d+\.conv3\.weight", k) for k in sd)
+    layers = tuple(len({k.split(".")[1] for k in sd if k.startswith(f"layer{i}.")}) for i in range(1, 5))
+    match = [d for d, (b, ls) in IMAGENET_LAYERS.items() if ls == layers and (b == "bottleneck") == bottleneck]
+    if not match:
+        raise ValueError(f"blocks per stage {layers} ({'bottleneck' if bottleneck else 'basic'}) match no ImageNet "
+                         f"ResNet depth {sorted(IMAGENET_LAYERS)}")
+    num_classes = sd["fc.weight"].shape[0] if "fc.weight" in sd else 0
+    return SEResNetConfig(style="imagenet", depth=match[0], num_classes=num_classes,
+                          in_chans=sd["stem.conv.weight"].shape[1])
+
+
+def from_timm(model_or_name: nn.Module | str, pretrained: bool = False, **timm_kwargs: Any) -> SEResNet:
+    """Our model with the architecture and weights of a timm (SE-)ResNet.
+
+    Args:
+        model_or_name: a timm model (``seresnetN``, ``legacy_seresnetN``, ``resnetN``) or its name, optionally with
+            a pretrained tag (``"seresnet50.a1_in1k"``).
+        pretrained: with a name, download timm's pretrained weights (needs internet access to the HF hub).
+        timm_kwargs: with a name, passed to ``timm.create_model`` (e.g. ``num_classes=10``).
+
+    The returned model has timm's num_classes and in_chans and is in the same train/eval mode as the timm model.
+    """
+    timm = _timm()
+    if isinstance(model_or_name, str):
+        overrides = timm_overrides(model_or_name)
+        timm_model = timm.create_model(model_or_name, pretrained=pretrained, **timm_kwargs)
+    elif isinstance(model_or_name, nn.Module):
+        if pretrained or timm_kwargs:
+            raise ValueError("pretrained= and timm keyword arguments are only used with a model name")
+        timm_model = model_or_name
+        overrides = None
+    else:
+        raise TypeError(f"expected a timm model or its name, got {type(model_or_name).__name__}")
+    timm_sd = timm_model.state_dict()
+    legacy = _is_legacy_timm(timm_sd)
+    sd = from_timm_state_dict(timm_sd, legacy=legacy)
+    shape = _infer_config(sd)
+    if overrides is None:  # a model instance: its name from its structure
+        has_se = any(_OUR_SE.match(k) for k in sd)
+        overrides = timm_overrides(f"{'legacy_se' if legacy else 'se' if has_se else ''}resnet{shape.depth}")
+    cfg = SEResNetConfig(**overrides).replace(num_classes=shape.num_classes, in_chans=shape.in_chans)
+    model = load_state_dict_strict(SEResNet(cfg), sd)
+    return model.train(timm_model.training)
+
+
+def to_timm(model: SEResNet) -> nn.Module:
+    """A timm model with ``model``'s architecture (``timm_name_for_config``), weights and train/eval mode."""
+    timm = _timm()
+    cfg = model.config
+    name = timm_name_for_config(cfg)
+    timm_model = timm.create_model(name, pretrained=False, num_classes=cfg.num_classes, in_chans=cfg.in_chans)
+    load_state_dict_strict(timm_model, to_timm_state_dict(model.state_dict(), legacy=name.startswith("legacy")))
+    return timm_model.train(model.training)
