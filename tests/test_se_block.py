@@ -1,0 +1,174 @@
+"""The SE block against a hand-written computation of the paper's equations (section 3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seresnet.se import GATES, SQUEEZE_MODES, SEBlock, se_hidden_width
+
+GATE_FNS = {
+    "sigmoid": torch.sigmoid,
+    "hard_sigmoid": lambda t: torch.clamp(t / 6 + 0.5, 0, 1),  # relu6(t + 3) / 6
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+}
+
+
+def manual_se(block: SEBlock, x: torch.Tensor, squeeze: str, gate: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = pool(x); s = gate(W2 relu(W1 z + b1) + b2); return (x * s, s), written out with plain tensor ops."""
+    z = x.mean(dim=(2, 3)) if squeeze == "avg" else x.flatten(2).max(dim=2).values
+    fc1, fc2 = block.excitation.fc1, block.excitation.fc2
+    h = torch.clamp(z @ fc1.weight.T + fc1.bias, min=0)
+    s = GATE_FNS[gate](h @ fc2.weight.T + fc2.bias)
+    return x * s[:, :, None, None], s
+
+
+def randomise(block: SEBlock) -> None:
+    """Larger-than-default weights and non-zero biases so that the gate is not near a constant."""
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.5)
+
+
+def test_gate_table_covers_the_manual_gates() -> None:
+    assert set(GATES) == set(GATE_FNS)
+    assert set(SQUEEZE_MODES) == {"avg", "max"}
+
+
+@pytest.mark.parametrize("squeeze", ["avg", "max"])
+@pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid", "tanh", "relu"])
+def test_matches_manual_computation(squeeze: str, gate: str) -> None:
+    torch.manual_seed(0)
+    block = SEBlock(32, reduction=4, squeeze=squeeze, gate=gate).eval()
+    randomise(block)
+    x = torch.randn(2, 32, 5, 7)
+    expected, s_expected = manual_se(block, x, squeeze, gate)
+    with torch.no_grad():
+        out = block(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    # the gate is doing something: outputs are not just the input
+    assert not torch.allclose(s_expected, torch.ones_like(s_expected))
+
+
+def test_avg_and_max_squeeze_differ() -> None:
+    torch.manual_seed(1)
+    avg = SEBlock(16, reduction=4, squeeze="avg")
+    mx = SEBlock(16, reduction=4, squeeze="max")
+    mx.load_state_dict(avg.state_dict())
+    x = torch.randn(2, 16, 4, 4)
+    torch.testing.assert_close(avg.squeeze(x), x.mean(dim=(2, 3)))
+    torch.testing.assert_close(mx.squeeze(x), x.amax(dim=(2, 3)))
+    assert not torch.allclose(avg(x), mx(x))
+
+
+@pytest.mark.parametrize(
+    ("channels", "reduction", "min_hidden", "hidden"),
+    [(64, 16, 1, 4), (256, 16, 1, 16), (2048, 16, 1, 128), (16, 16, 1, 1), (32, 16, 1, 2),
+     (8, 16, 1, 1), (64, 16, 8, 8), (256, 16, 8, 16), (100, 8, 1, 12), (64, 1, 1, 64)],
+)
+def test_hidden_width(channels: int, reduction: int, min_hidden: int, hidden: int) -> None:
+    assert se_hidden_width(channels, reduction, min_hidden) == hidden
+    block = SEBlock(channels, reduction=reduction, min_hidden=min_hidden)
+    assert block.hidden == hidden
+    assert block.excitation.fc1.weight.shape == (hidden, channels)
+    assert block.excitation.fc2.weight.shape == (channels, hidden)
+    assert block.excitation.fc1.bias is not None and block.excitation.fc2.bias is not None
+
+
+def test_parameter_count_and_no_bias() -> None:
+    c, r = 256, 16
+    assert sum(p.numel() for p in SEBlock(c, r).parameters()) == 2 * c * (c // r) + c // r + c
+    assert sum(p.numel() for p in SEBlock(c, r, bias=False).parameters()) == 2 * c * (c // r)
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid", "tanh", "relu"])
+def test_hooks_see_descriptor_and_weights(gate: str) -> None:
+    torch.manual_seed(2)
+    block = SEBlock(24, reduction=4, gate=gate).eval()
+    randomise(block)
+    seen: dict[str, torch.Tensor] = {}
+    h1 = block.squeeze.register_forward_hook(lambda m, i, o: seen.__setitem__("z", o.detach().clone()))
+    h2 = block.excitation.register_forward_hook(lambda m, i, o: seen.__setitem__("s", o.detach().clone()))
+    x = torch.randn(3, 24, 6, 6)
+    with torch.no_grad():
+        out = block(x)
+    h1.remove()
+    h2.remove()
+    assert seen["z"].shape == (3, 24)
+    torch.testing.assert_close(seen["z"], x.mean(dim=(2, 3)))
+    assert seen["s"].shape == (3, 24)
+    _, s_expected = manual_se(block, x, "avg", gate)
+    torch.testing.assert_close(seen["s"], s_expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, x * seen["s"][:, :, None, None])
+    if gate in ("sigmoid", "hard_sigmoid"):
+        assert seen["s"].min() >= 0 and seen["s"].max() <= 1
+    if gate == "tanh":
+        assert seen["s"].min() >= -1 and seen["s"].max() <= 1
+
+
+def test_sigmoid_gate_stays_in_unit_interval_for_extreme_inputs() -> None:
+    block = SEBlock(8, reduction=2)
+    s = block.excitation(torch.tensor([[1e4] * 4 + [-1e4] * 4]))
+    assert ((s >= 0) & (s <= 1)).all()
+
+
+def test_channel_scale_broadcasts_per_channel() -> None:
+    block = SEBlock(4, reduction=2)
+    x = torch.ones(1, 4, 2, 3)
+    s = torch.tensor([[0.0, 0.5, 1.0, 2.0]])
+    out = block.scale(x, s)
+    for c in range(4):
+        assert torch.all(out[0, c] == s[0, c])
+
+
+def test_gradients_reach_both_fc_layers() -> None:
+    torch.manual_seed(3)
+    block = SEBlock(16, reduction=4)
+    block(torch.randn(2, 16, 3, 3)).square().sum().backward()
+    for p in block.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_matches_functional_conv_formulation() -> None:
+    """The official release uses 1x1 convs on a (B, C, 1, 1) map; same numbers as the linear layers."""
+    torch.manual_seed(4)
+    block = SEBlock(32, reduction=8)
+    randomise(block)
+    x = torch.randn(2, 32, 4, 4)
+    fc1, fc2 = block.excitation.fc1, block.excitation.fc2
+    pooled = F.adaptive_avg_pool2d(x, 1)
+    s = torch.sigmoid(F.conv2d(F.relu(F.conv2d(pooled, fc1.weight[:, :, None, None], fc1.bias)),
+                               fc2.weight[:, :, None, None], fc2.bias))
+    torch.testing.assert_close(block(x), x * s, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", [0, -1, 1.5, True, "16", None])
+def test_invalid_reduction(reduction: object) -> None:
+    with pytest.raises(ValueError, match="reduction ratio must be a positive integer"):
+        SEBlock(64, reduction=reduction)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("min_hidden", [0, -2, 2.0, False])
+def test_invalid_min_hidden(min_hidden: object) -> None:
+    with pytest.raises(ValueError, match="min_hidden must be a positive integer"):
+        SEBlock(64, min_hidden=min_hidden)  # type: ignore[arg-type]
+
+
+def test_invalid_channels() -> None:
+    with pytest.raises(ValueError, match="channels must be positive"):
+        SEBlock(0)
+
+
+@pytest.mark.parametrize("gate", ["softmax", "Sigmoid", ""])
+def test_unknown_gate(gate: str) -> None:
+    with pytest.raises(ValueError, match=r"gate must be one of \('sigmoid'"):
+        SEBlock(64, gate=gate)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("squeeze", ["mean", "AVG", "min"])
+def test_unknown_squeeze(squeeze: str) -> None:
+    with pytest.raises(ValueError, match=r"squeeze must be one of \('avg', 'max'\)"):
+        SEBlock(64, squeeze=squeeze)  # type: ignore[arg-type]
