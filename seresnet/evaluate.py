@@ -1,0 +1,105 @@
+"""Evaluate a model on CIFAR-10: accuracy, per-class accuracy and the confusion matrix.
+
+``python -m seresnet.evaluate --pretrained se_resnet20`` or ``--weights runs/se20`` (a run directory, a
+``model.safetensors`` with its ``metadata.json``, or a ``checkpoint.pt``), on any data source (``--data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .data import CIFAR10_CLASSES, TensorBatches, load_cifar10
+
+
+@dataclass
+class EvalResult:
+    """Accuracy (0..1), mean cross-entropy, per-class accuracy (K,), confusion (K, K; rows true, columns predicted),
+    and the predicted class of every image (N,)."""
+
+    accuracy: float
+    loss: float
+    per_class_accuracy: torch.Tensor
+    confusion: torch.Tensor
+    predictions: torch.Tensor
+
+    def as_dict(self, class_names: tuple[str, ...] = CIFAR10_CLASSES) -> dict:
+        return {"accuracy": self.accuracy, "loss": self.loss,
+                "per_class_accuracy": dict(zip(class_names, self.per_class_accuracy.tolist())),
+                "confusion": self.confusion.tolist()}
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 500, bf16: bool = False, channels_last: bool = False,
+) -> torch.Tensor:
+    """Logits (N, K) in float32 for uint8 images (N, 3, H, W), in eval mode (the mode is restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    labels = torch.zeros(images.shape[0], dtype=torch.int64)
+    out = []
+    try:
+        for x, _ in TensorBatches(images, labels, batch_size, channels_last=channels_last):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out.append(model(x.to(device)).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500, bf16: bool = False,
+    channels_last: bool = False, num_classes: int | None = None,
+) -> EvalResult:
+    """Evaluate ``model`` on uint8 images (N, 3, H, W) with int labels (N,)."""
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+    logits = predict_logits(model, images, batch_size, bf16, channels_last)
+    k = num_classes or logits.shape[1]
+    preds = logits.argmax(1)
+    confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
+    per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+    return EvalResult(
+        accuracy=float((preds == labels).double().mean()),
+        loss=float(nn.functional.cross_entropy(logits, labels)),
+        per_class_accuracy=per_class,
+        confusion=confusion,
+        predictions=preds,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .pretrained import load_model, load_pretrained
+
+    p = argparse.ArgumentParser(prog="python -m seresnet.evaluate", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pretrained", help="a shipped checkpoint name, e.g. se_resnet20")
+    src.add_argument("--weights", help="run directory, model.safetensors or checkpoint.pt")
+    p.add_argument("--data", default=None, help="data root (default: $SERESNET_DATA or data/)")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    args = p.parse_args(argv)
+    try:
+        model = load_pretrained(args.pretrained) if args.pretrained else load_model(args.weights)
+        images, labels = load_cifar10(args.split, args.data)
+        result = evaluate(model, images, labels)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+    else:
+        print(f"accuracy {result.accuracy:.4f} on {len(labels)} {args.split} images")
+        for name, acc in zip(CIFAR10_CLASSES, result.per_class_accuracy.tolist()):
+            print(f"  {name:<11} {acc:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
