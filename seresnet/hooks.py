@@ -621,7 +621,7 @@ class ExcitationStats:
         ``normalize=False``: the std across classes of the class-mean excitation, averaged over channels (in units
         of ``s``; 0 = every class gets the same mean profile, as the paper sees in early blocks).
         ``normalize=True``: the fraction of the variance of ``s`` explained by the class (between-class variance
-        over total variance, eta squared, in 0..1), averaged over channels; channels with no variance count as 0.
+        over total variance, eta squared, in 0..1), averaged over channels; constant channels count as 0.
         Only classes with images count; NaN with fewer than two such classes.
         """
         present = self._present()
@@ -637,7 +637,10 @@ class ExcitationStats:
             n = self.num_images
             between = (self.count[present].double()[:, None] * (means - self._overall_mean(name)) ** 2).sum(0) / n
             total = self._overall_std(name) ** 2
-            ratio = torch.where(total > 0, between / total.clamp(min=1e-300), torch.zeros_like(total))
+            # A constant channel (e.g. behind a dead hidden unit) may keep a float64 rounding residue ~1e-33 as its
+            # variance; any real variation of float32 values is many orders of magnitude larger.
+            varies = total > 1e-24 * self._overall_mean(name).abs().clamp(min=1) ** 2
+            ratio = torch.where(varies, between / total.clamp(min=1e-300), torch.zeros_like(total))
             out[name] = float(ratio.clamp(0, 1).mean())
         return out
 
