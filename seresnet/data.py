@@ -3,8 +3,8 @@
 Sources, tried in this order inside the data root (``root=`` argument > ``$SERESNET_DATA`` > the repository's
 ``data/``):
 
-1. ``cifar-10-batches-py/``: the official Python batches, read by ``torchvision.datasets.CIFAR10`` (which is also
-   what downloads them when ``download=True`` and the machine has internet);
+1. ``cifar-10-batches-py/``: the official Python batches (read with an unpickler that only admits numpy arrays;
+   ``torchvision.datasets.CIFAR10`` is what downloads them when ``download=True`` and the machine has internet);
 2. an image folder ``{train,test}/<class>/*.jpg|png`` at the root itself or in ``cifar10-jpeg/`` or ``cifar10/``.
 
 Decoding once into a (N, 3, 32, 32) uint8 tensor and augmenting with tensor ops keeps a 2-core CPU busy training
@@ -14,12 +14,15 @@ instead of decoding: per-image PIL transforms in worker processes would cost mor
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image, read_file
+from PIL import Image
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -100,15 +103,43 @@ def _offline_hint() -> str:
             "folder ROOT/{train,test}/<class>/*.jpg.")
 
 
-def _load_batches(base: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import CIFAR10
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickler for the official CIFAR batches that refuses everything but numpy arrays and plain containers,
+    so a tampered file cannot run code."""
 
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
+        return super().find_class(module, name)
+
+
+def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        ds = CIFAR10(str(base), train=(split == "train"), download=False)
+        with open(path, "rb") as f:
+            d = _BatchUnpickler(f, encoding="latin1").load()
+        data = torch.as_tensor(d["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
+        labels = torch.as_tensor(d.get("labels", d.get("fine_labels")), dtype=torch.int64)
     except Exception as exc:
-        raise DataNotFoundError(f"could not read CIFAR-10 batches in {base / 'cifar-10-batches-py'}: {exc}") from exc
-    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-    return images, torch.tensor(ds.targets, dtype=torch.int64)
+        raise ValueError(f"{path} is not a readable CIFAR-10 batch (expected a dict with 'data' (N, 3072) uint8 "
+                         f"and 'labels'): {exc}") from exc
+    if labels.shape != (data.shape[0],) or labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES):
+        raise ValueError(f"{path}: {data.shape[0]} images but labels of shape {tuple(labels.shape)} in "
+                         f"[{int(labels.min())}, {int(labels.max())}]; expected one label 0..9 per image")
+    return data, labels
+
+
+def _load_batches(base: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    folder = base / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DataNotFoundError(f"{folder} is missing {missing}; expected data_batch_1..5 and test_batch")
+    parts = [_read_batch(folder / n) for n in names]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def load_image_folder(
@@ -131,7 +162,8 @@ def load_image_folder(
             raise DataNotFoundError(f"{folder / cls} has no .jpg or .png images")
         for path in files[:limit_per_class]:
             try:
-                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+                with Image.open(path) as im:
+                    img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
             except Exception as exc:
                 raise ValueError(f"cannot decode image {path}: {exc}") from exc
             if img.shape[1:] != (size, size):

@@ -261,7 +261,7 @@ def train(
                      "history": history, "rng": torch.get_rng_state()}
             atomic_write_bytes(ckpt_path, lambda p, s=state: torch.save(s, p))
             atomic_write_json(out / "history.json", history)
-        if is_main and progress:
+        if is_main:  # one line per epoch even without progress bars (logs, --no-progress)
             msg = (f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.3f} "
                    f"train {record['train_acc']:.3f} test {record.get('test_acc', float('nan')):.4f} "
                    f"lr {record['lr']:.4f} {record['images_per_s']:.0f} img/s")

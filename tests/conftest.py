@@ -1,0 +1,70 @@
+"""Shared fixtures: where the full CIFAR-10 copy is, and small CIFAR-format datasets written by the tests."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seresnet.data import CIFAR10_CLASSES
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    """The full CIFAR-10 copy used for development and CI (``$SERESNET_DATA`` or ``../shared/data/cifar10-jpeg``).
+
+    Skipped on a user's machine without it; under CI its absence is a failure.
+    """
+    env = os.environ.get("SERESNET_DATA")
+    root = Path(env) if env else SHARED_CIFAR
+    if not (root / "test").is_dir() and not (root / "cifar-10-batches-py").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the full CIFAR-10 copy at {root}")
+        pytest.skip(f"full CIFAR-10 not found at {root} (set SERESNET_DATA)")
+    return root
+
+
+def write_image_folder(root: Path, per_class: int, seed: int = 0, splits: tuple[str, ...] = ("train", "test")) -> Path:
+    """A tiny CIFAR-10 image folder ``root/{train,test}/<class>/NNNN.png`` of random 32x32 images.
+
+    Each class gets a different mean colour so a network can learn something in a few steps.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for split in splits:
+        for k, cls in enumerate(CIFAR10_CLASSES):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                base = torch.tensor([(k * 25) % 256, (k * 70) % 256, (255 - k * 25) % 256], dtype=torch.float32)
+                img = (base.view(3, 1, 1) + 40 * torch.randn(3, 32, 32, generator=g)).clamp(0, 255).to(torch.uint8)
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i:04d}.png")
+    return root
+
+
+def write_batches(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
+    """A tiny dataset in the official ``cifar-10-batches-py`` pickle format (data_batch_1..5, test_batch)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"batch_label": name, "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+                 "filenames": [f"img_{i}.png" for i in range(per_batch)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": list(CIFAR10_CLASSES)}, f)
+    return root
+
+
+@pytest.fixture()
+def tiny_folder(tmp_path: Path) -> Path:
+    return write_image_folder(tmp_path / "cifar", per_class=12)
