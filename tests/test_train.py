@@ -1,0 +1,171 @@
+"""Training loop: resume equals an uninterrupted run, nothing good is overwritten, bad input is refused, DDP runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seresnet import create_model
+from seresnet.evaluate import evaluate
+from seresnet.pretrained import load_into, load_model
+from seresnet.train import TrainConfig, load_checkpoint, lr_at, main, parse_overrides, train
+
+
+def tiny_cfg(root: Path, out: Path | None, **kw) -> TrainConfig:
+    base = dict(model="se_resnet20", epochs=3, batch_size=32, lr=0.05, data=str(root), out=str(out) if out else None,
+                threads=1, warmup_epochs=1.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_to_the_same_result(tiny_folder: Path, tmp_path: Path) -> None:
+    full = train(tiny_cfg(tiny_folder, tmp_path / "full"), progress=False)
+
+    def stop_after_first(history: list) -> None:
+        if len(history) == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(tiny_cfg(tiny_folder, tmp_path / "cut"), progress=False, on_epoch_end=stop_after_first)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 1
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    resumed = train(tiny_cfg(tiny_folder, tmp_path / "cut"), resume=True, progress=False)
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    assert [r["test_acc"] for r in full.history] == [r["test_acc"] for r in resumed.history]
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+    hist = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert [r["epoch"] for r in hist] == [1, 2, 3]
+    # the final weights load back into the same model
+    reloaded = load_model(tmp_path / "cut")
+    assert torch.equal(reloaded.fc.weight, resumed.model.fc.weight)
+
+
+def test_existing_run_is_never_overwritten(tiny_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny_cfg(tiny_folder, out, epochs=1), progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_cfg(tiny_folder, out, epochs=1), progress=False)
+    with pytest.raises(ValueError, match="was trained as se_resnet20"):
+        train(tiny_cfg(tiny_folder, out, model="resnet20"), resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    saved: dict[str, bytes] = {}
+
+    def poison(history: list) -> None:
+        saved["ckpt"] = (out / "checkpoint.pt").read_bytes()
+        with torch.no_grad():
+            for p in model_ref[0].parameters():
+                p.fill_(float("nan"))
+
+    model_ref: list = []
+    import seresnet.train as tr
+
+    real_create = tr.create_model
+
+    def capture_model(*a, **kw):
+        m = real_create(*a, **kw)
+        model_ref.append(m)
+        return m
+
+    tr.create_model = capture_model
+    try:
+        with pytest.raises(FloatingPointError, match="last good checkpoint"):
+            train(tiny_cfg(tiny_folder, out), progress=False, on_epoch_end=poison)
+    finally:
+        tr.create_model = real_create
+    assert (out / "checkpoint.pt").read_bytes() == saved["ckpt"]
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    assert not (out / "model.safetensors").exists()
+
+
+def test_damaged_or_wrong_checkpoints_get_clear_errors(tiny_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny_cfg(tiny_folder, out, epochs=1), progress=False)
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        train(tiny_cfg(tiny_folder, out, epochs=2), resume=True, progress=False)
+    with pytest.raises(ValueError, match="mis-shaped"):
+        load_into(create_model("se_resnet20", num_classes=5), create_model("se_resnet20").state_dict())
+    with pytest.raises(ValueError, match="missing keys"):
+        load_into(create_model("se_resnet20"), create_model("resnet20").state_dict())
+    (out / "metadata.json").unlink()
+    with pytest.raises(FileNotFoundError, match="metadata.json"):
+        load_model(out / "model.safetensors")
+
+
+def test_bad_settings_fail_before_writing(tiny_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="batch size 1000 is larger than the 120 images"):
+        train(tiny_cfg(tiny_folder, tmp_path / "a", batch_size=1000), progress=False)
+    with pytest.raises(ValueError, match="unknown model 'se_resnet21'.*se_resnet20"):
+        train(tiny_cfg(tiny_folder, tmp_path / "b", model="se_resnet21"), progress=False)
+    with pytest.raises(FileNotFoundError, match="CIFAR-10 was not found"):
+        train(tiny_cfg(tmp_path / "no-data", tmp_path / "c"), progress=False)
+    assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_command_line(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert parse_overrides(["reduction=8", "gate=tanh", "se_stages=2,3", "zero_init_last=true"]) == {
+        "reduction": 8, "gate": "tanh", "se_stages": (2, 3), "zero_init_last": True}
+    out = tmp_path / "cli"
+    args = ["--model", "se_resnet20", "--set", "reduction=8", "--epochs", "1", "--batch-size", "40", "--data",
+            str(tiny_folder), "--out", str(out), "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["model_config"]["reduction"] == 8 and meta["epochs"] == 1
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err
+    assert main(args[:2] + ["--set", "reduction=0", "--data", str(tiny_folder)]) == 2
+    assert "reduction ratio must be a positive integer" in capsys.readouterr().err
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
+    lrs = [lr_at(s, 100, 10, 0.1) for s in range(100)]
+    assert lrs[9] == pytest.approx(0.1) and lrs[0] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-3
+
+
+def test_evaluate_confusion_matrix() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    x = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (50,))
+    res = evaluate(model, x, y, batch_size=16)
+    from seresnet.data import normalize
+
+    with torch.no_grad():
+        preds = model(normalize(x)).argmax(1)
+    assert torch.equal(res.predictions, preds)
+    assert res.accuracy == pytest.approx((preds == y).float().mean().item())
+    for t in range(10):
+        for p in range(10):
+            assert res.confusion[t, p] == ((y == t) & (preds == p)).sum()
+
+
+@pytest.mark.slow
+def test_distributed_data_parallel_with_gloo(tiny_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "seresnet.train", "--model", "resnet20", "--epochs", "2", "--batch-size", "20",
+           "--data", str(tiny_folder), "--out", str(out), "--no-progress", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    hist = json.loads((out / "history.json").read_text())
+    # two processes each see half of the 120 images: 3 steps of 20 per process per epoch
+    assert len(hist) == 2 and all(0 <= r["test_acc"] <= 1 for r in hist)
+    assert load_model(out).num_classes == 10
