@@ -1,0 +1,347 @@
+"""Matplotlib figures for the SE analysis: excitation profiles (paper Fig. 6), class x channel heat maps, squeeze vs
+excitation, feature maps before/after scaling, per-block trends and class probabilities.
+
+Every function returns a ``matplotlib.figure.Figure``. New figures are made with ``Figure()`` rather than pyplot, so
+they are not registered with pyplot: in a notebook, end the cell with the call (or ``display(fig)``) to show it
+once, and nothing accumulates in pyplot's figure list when plotting in a loop. Pass ``ax`` / ``fig`` to draw into an
+existing figure (e.g. one made with ``plt.subplots``, or a widget's persistent figure); ``fig`` is cleared first.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .hooks import ExcitationStats
+
+__all__ = [
+    "plot_block_trend",
+    "plot_class_channel_heatmap",
+    "plot_class_probabilities",
+    "plot_excitation_profiles",
+    "plot_feature_maps",
+    "plot_squeeze_vs_excitation",
+]
+
+ALL_COLOR = "black"
+
+
+def _np(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}") from None
+
+
+def _names(class_names: Sequence[str] | None, k: int) -> list[str]:
+    if class_names is None:
+        return [f"class {i}" for i in range(k)]
+    names = list(class_names)
+    if len(names) != k:
+        raise ValueError(f"class_names has {len(names)} entries but there are {k} classes")
+    return [str(n) for n in names]
+
+
+def _check_stats(stats: Any) -> ExcitationStats:
+    if not isinstance(stats, ExcitationStats):
+        raise TypeError(f"expected ExcitationStats (from seresnet.hooks.excitation_stats), got {type(stats).__name__}")
+    return stats
+
+
+def _stat_blocks(stats: ExcitationStats, blocks: str | Sequence[str] | None) -> list[str]:
+    if blocks is None:
+        return list(stats.block_names)
+    patterns = [blocks] if isinstance(blocks, str) else list(blocks)
+    chosen = set()
+    for p in patterns:
+        hits = [n for n in stats.block_names if fnmatch.fnmatchcase(n, p)]
+        if not hits:
+            raise ValueError(f"no block in the statistics matches {p!r}; blocks: {', '.join(stats.block_names)}")
+        chosen.update(hits)
+    return [n for n in stats.block_names if n in chosen]
+
+
+def _class_indices(classes: Sequence[int | str] | int | str | None, names: list[str], k: int) -> list[int]:
+    if classes is None:
+        return list(range(k))
+    if isinstance(classes, (int, str)):
+        classes = [classes]
+    out = []
+    for c in classes:
+        if isinstance(c, str):
+            if c not in names:
+                raise ValueError(f"unknown class {c!r}; classes: {', '.join(names)}")
+            out.append(names.index(c))
+        elif isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < k:
+            out.append(int(c))
+        else:
+            raise ValueError(f"class {c!r} is not an index in 0..{k - 1} or a class name")
+    return out
+
+
+def _fresh_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
+    if fig is None:
+        return Figure(figsize=figsize, layout="constrained")
+    fig.clear()
+    return fig
+
+
+def _ax_or_new(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _excitation_ylim(ax: Axes, values: np.ndarray) -> None:
+    finite = values[np.isfinite(values)]
+    lo = min(0.0, float(finite.min())) if finite.size else 0.0
+    hi = max(1.0, float(finite.max())) if finite.size else 1.0
+    pad = 0.03 * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
+
+
+def plot_excitation_profiles(
+    stats: ExcitationStats,
+    blocks: str | Sequence[str],
+    classes: Sequence[int | str] | None,
+    class_names: Sequence[str] | None = None,
+    include_all: bool = True,
+    fig: Figure | None = None,
+    ncols: int | None = None,
+) -> Figure:
+    """The paper's Fig. 6: one panel per block, channel index on x, mean excitation on y.
+
+    One line per class in ``classes`` (indices or names; ``None`` = all) and, with ``include_all``, a black dashed
+    line for the mean over all images. ``blocks`` may be names or globs. Lines are in the order: classes, then all.
+    """
+    stats = _check_stats(stats)
+    names = _names(class_names, stats.num_classes)
+    block_list = _stat_blocks(stats, blocks)
+    cls = _class_indices(classes, names, stats.num_classes)
+    if not cls and not include_all:
+        raise ValueError("nothing to plot: no classes chosen and include_all=False")
+    n = len(block_list)
+    ncols = ncols or min(n, 3)
+    nrows = math.ceil(n / ncols)
+    fig = _fresh_figure(fig, (4.3 * ncols, 3.2 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    colors = [f"C{i % 10}" for i in range(len(cls))]
+    for ax, block in zip(axes, block_list):
+        means = stats.mean[block].numpy()
+        x = np.arange(means.shape[1])
+        for color, k in zip(colors, cls):
+            ax.plot(x, means[k], color=color, lw=1.0, label=names[k])
+        shown = [means[k] for k in cls]
+        if include_all:
+            overall = stats.overall_mean[block].numpy()
+            ax.plot(x, overall, color=ALL_COLOR, lw=1.6, ls="--", label="all classes")
+            shown.append(overall)
+        _excitation_ylim(ax, np.concatenate(shown))
+        ax.set_xlim(-0.5, len(x) - 0.5)
+        ax.set_title(f"{block} ({len(x)} channels)")
+        ax.set_xlabel("channel index")
+        ax.set_ylabel("mean excitation s")
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.remove()
+    axes[0].legend(fontsize="small", loc="best", ncols=1 if len(cls) < 6 else 2)
+    fig.suptitle(f"Mean excitation per channel by class ({stats.num_images} images)")
+    return fig
+
+
+def plot_class_channel_heatmap(
+    stats: ExcitationStats,
+    block: str,
+    class_names: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    sort_channels: bool = False,
+    cmap: str = "viridis",
+) -> Figure:
+    """Heat map of the mean excitation of ``block``: classes on y, channels on x (K x C image).
+
+    ``sort_channels`` orders channels by their mean over all images (easier to see class differences).
+    """
+    stats = _check_stats(stats)
+    if block not in stats.block_names:
+        raise ValueError(f"no statistics for block {block!r}; blocks: {', '.join(stats.block_names)}")
+    names = _names(class_names, stats.num_classes)
+    means = stats.mean[block].numpy()
+    if sort_channels:
+        means = means[:, np.argsort(stats.overall_mean[block].numpy())]
+    fig, ax = _ax_or_new(ax, (max(5.0, min(14.0, 0.09 * means.shape[1] + 3)), 0.3 * len(names) + 1.8))
+    im = ax.imshow(means, aspect="auto", interpolation="nearest", cmap=cmap)
+    fig.colorbar(im, ax=ax, label="mean excitation s")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("channel (sorted by overall mean excitation)" if sort_channels else "channel index")
+    ax.set_ylabel("class")
+    ax.set_title(f"{block}: mean excitation per class and channel")
+    return fig
+
+
+def plot_squeeze_vs_excitation(
+    z: torch.Tensor | np.ndarray,
+    s: torch.Tensor | np.ndarray,
+    ax: Axes | None = None,
+    labels: torch.Tensor | np.ndarray | Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    channels: Sequence[int] | None = None,
+    block: str | None = None,
+) -> Figure:
+    """Scatter of squeeze ``z`` (N, C) against excitation ``s`` (N, C) of one block: one point per image and channel.
+
+    ``labels`` (N,) colours the points by class (with a legend); ``channels`` restricts to some channels.
+    Points are plotted image by image, channel by channel (row-major order of the (N, C) arrays).
+    """
+    z_np, s_np = _np(z, "z"), _np(s, "s")
+    if z_np.ndim != 2 or z_np.shape != s_np.shape:
+        raise ValueError(f"z and s must both have shape (N, C), got {z_np.shape} and {s_np.shape}")
+    if channels is not None:
+        idx = list(channels)
+        if any(not 0 <= c < z_np.shape[1] for c in idx):
+            raise ValueError(f"channels must lie in 0..{z_np.shape[1] - 1}, got {idx}")
+        z_np, s_np = z_np[:, idx], s_np[:, idx]
+    fig, ax = _ax_or_new(ax, (5.0, 4.0))
+    kw = dict(s=6, alpha=0.5, linewidths=0, rasterized=True)
+    if labels is None:
+        ax.scatter(z_np.ravel(), s_np.ravel(), color="C0", **kw)
+    else:
+        lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(int)
+        if lab.shape != (z_np.shape[0],):
+            raise ValueError(f"labels must have shape ({z_np.shape[0]},), got {lab.shape}")
+        k = int(lab.max()) + 1 if class_names is None else len(class_names)
+        names = _names(class_names, k)
+        for c in np.unique(lab):
+            sel = lab == c
+            ax.scatter(z_np[sel].ravel(), s_np[sel].ravel(), color=f"C{c % 10}", label=names[c], **kw)
+        ax.legend(fontsize="small", markerscale=2)
+    ax.set_xlabel("squeeze z (global pooled channel response)")
+    ax.set_ylabel("excitation s")
+    ax.set_title(f"Squeeze vs excitation{f' at {block}' if block else ''}")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_feature_maps(
+    before: torch.Tensor | np.ndarray,
+    after: torch.Tensor | np.ndarray,
+    channels: Sequence[int],
+    s: torch.Tensor | np.ndarray | None = None,
+    fig: Figure | None = None,
+    title: str | None = None,
+) -> Figure:
+    """One image's feature maps before (``U``, top row) and after (``s * U``, bottom row) SE scaling.
+
+    ``before`` and ``after`` are (C, H, W); ``channels`` picks the columns. Each column shares one colour scale
+    so the scaling shows as a change in intensity, and is annotated with that channel's ``s``; without ``s`` the
+    factor is estimated by least squares from the two maps (shown as ``s ~``).
+    """
+    u, v = _np(before, "before"), _np(after, "after")
+    if u.ndim != 3 or u.shape != v.shape:
+        raise ValueError(f"before and after must both have shape (C, H, W), got {u.shape} and {v.shape}")
+    chans = [channels] if isinstance(channels, int) else list(channels)
+    if not chans or any(isinstance(c, bool) or not 0 <= c < u.shape[0] for c in chans):
+        raise ValueError(f"channels must be a non-empty list of indices in 0..{u.shape[0] - 1}, got {channels!r}")
+    if s is not None:
+        s_np = _np(s, "s").ravel()
+        if s_np.shape != (u.shape[0],):
+            raise ValueError(f"s must have shape ({u.shape[0]},), got {s_np.shape}")
+        estimated = False
+    else:
+        denom = (u * u).sum(axis=(1, 2))
+        s_np = np.where(denom > 0, (u * v).sum(axis=(1, 2)) / np.where(denom > 0, denom, 1), np.nan)
+        estimated = True
+    n = len(chans)
+    fig = _fresh_figure(fig, (1.9 * n + 0.8, 4.2))
+    axes = fig.subplots(2, n, squeeze=False)
+    for j, c in enumerate(chans):
+        lim = max(float(np.abs(u[c]).max()), float(np.abs(v[c]).max()), 1e-12)
+        nonneg = float(u[c].min()) >= 0 and float(v[c].min()) >= 0
+        cmap, vmin = ("magma", 0.0) if nonneg else ("RdBu_r", -lim)
+        for i, img in enumerate((u[c], v[c])):
+            ax = axes[i, j]
+            ax.imshow(img, cmap=cmap, vmin=vmin, vmax=lim, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, j].set_title(f"channel {c}\ns {'~' if estimated else '='} {s_np[c]:.2f}", fontsize="medium")
+    axes[0, 0].set_ylabel("before SE: U")
+    axes[1, 0].set_ylabel("after SE: s * U")
+    fig.suptitle(title or "Feature maps before and after SE scaling (colour scale shared per column)")
+    return fig
+
+
+def plot_block_trend(stats: ExcitationStats, fig: Figure | None = None, normalize: bool = False) -> Figure:
+    """Class specificity (top) and saturation (bottom: fraction of ``s`` below ``low`` / above ``high``) per block,
+    early to late, with the stage boundaries marked. ``normalize`` uses the variance-explained specificity."""
+    stats = _check_stats(stats)
+    blocks = stats.block_names
+    spec = stats.class_specificity(normalize=normalize)
+    sat = stats.saturation()
+    x = np.arange(len(blocks))
+    fig = _fresh_figure(fig, (max(6.0, 0.5 * len(blocks) + 2.5), 5.5))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    ax1.plot(x, [spec[b] for b in blocks], "o-", color="C3", label="class specificity")
+    ax1.set_ylabel("fraction of variance\nexplained by class" if normalize else "std across classes\nof mean s")
+    ax1.set_ylim(bottom=0)
+    ax1.set_title("Class specificity of the excitation, early to late blocks")
+    ax2.plot(x, [sat[b][0] for b in blocks], "v-", color="C0", label=f"s < {stats.low:g}")
+    ax2.plot(x, [sat[b][1] for b in blocks], "^-", color="C1", label=f"s > {stats.high:g}")
+    ax2.set_ylabel("fraction of values")
+    ax2.set_ylim(-0.03, 1.03)
+    ax2.set_title("Saturation of the excitation")
+    ax2.legend(fontsize="small")
+    ax2.set_xticks(x, blocks, rotation=90)
+    ax2.set_xlabel("SE block")
+    # Mark where a new stage starts (paper names SE_<stage>_<block>).
+    stages = [b.split("_")[1] if b.startswith("SE_") and b.count("_") == 2 else None for b in blocks]
+    for i in range(1, len(blocks)):
+        if stages[i] != stages[i - 1]:
+            for ax in (ax1, ax2):
+                ax.axvline(i - 0.5, color="0.6", lw=0.8, ls=":")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def plot_class_probabilities(
+    probs: torch.Tensor | np.ndarray | Sequence[float],
+    class_names: Sequence[str],
+    ax: Axes | None = None,
+    reference: torch.Tensor | np.ndarray | Sequence[float] | None = None,
+    label: str = "steered",
+    reference_label: str = "original",
+    title: str | None = None,
+) -> Figure:
+    """Bar chart of predicted class probabilities (K,); with ``reference`` (K,) the two sets of bars side by side.
+
+    The bar containers carry their labels (``ax.containers``), so their heights can be read back.
+    """
+    p = _np(probs, "probs").ravel()
+    names = _names(class_names, p.shape[0])
+    fig, ax = _ax_or_new(ax, (max(4.5, 0.55 * len(names) + 1.5), 3.4))
+    x = np.arange(len(names))
+    if reference is None:
+        ax.bar(x, p, width=0.7, color="C0", label=label)
+    else:
+        r = _np(reference, "reference").ravel()
+        if r.shape != p.shape:
+            raise ValueError(f"reference must have shape {p.shape} like probs, got {r.shape}")
+        ax.bar(x - 0.2, r, width=0.4, color="0.65", label=reference_label)
+        ax.bar(x + 0.2, p, width=0.4, color="C0", label=label)
+        ax.legend(fontsize="small")
+    ax.set_xticks(x, names, rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("probability")
+    ax.set_xlabel("class")
+    ax.set_title(title or "Predicted class probabilities")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
