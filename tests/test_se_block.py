@@ -16,6 +16,15 @@ GATE_FNS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a small, busy CPU, two spinning OpenMP threads make convs 10-40x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def manual_se(block: SEBlock, x: torch.Tensor, squeeze: str, gate: str) -> tuple[torch.Tensor, torch.Tensor]:
     """z = pool(x); s = gate(W2 relu(W1 z + b1) + b2); return (x * s, s), written out with plain tensor ops."""
     z = x.mean(dim=(2, 3)) if squeeze == "avg" else x.flatten(2).max(dim=2).values
