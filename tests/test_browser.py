@@ -1,0 +1,204 @@
+"""End-to-end test: a person opens the widget notebooks in JupyterLab, runs them, and plays with the controls.
+
+Starts JupyterLab from the project's environment (127.0.0.1, free port, token auth on) on a temporary copy of each
+notebook, drives a headless system Chromium with Playwright: Run > Run All Cells, waits for the ipywidgets to render,
+drags a slider handle with the mouse and changes a dropdown with the keyboard, and checks that the plot image and the
+displayed value / prediction change. Screenshots go to test-output/browser/.
+
+Needs Debian's `chromium` (.ci/install-browser.sh). Without it the test is skipped, except under CI (`CI` set) where
+that is a failure. `SERESNET_BROWSER_NOTEBOOKS` (paths separated by os.pathsep) replaces the notebooks to test.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from browser_support import BrowserTestError, NotebookPage, copy_notebook, find_chromium, jupyterlab, launch_chromium
+
+pytestmark = pytest.mark.browser
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT_DIR = REPO_ROOT / "test-output" / "browser"
+NOTEBOOK_PATTERNS = ["notebooks/04_*.ipynb", "notebooks/05_*.ipynb"]
+RUN_ALL_TIMEOUT_S = 240.0  # Run All of one notebook in the browser, on a slow 2-core machine
+UNDER_CI = bool(os.environ.get("CI"))
+
+
+def _notebook_params() -> list:
+    override = os.environ.get("SERESNET_BROWSER_NOTEBOOKS")
+    if override:
+        return [pytest.param(p, id=Path(p).stem) for p in override.split(os.pathsep) if p]
+    return [pytest.param(p, id=p.split("/")[-1].split("_")[0]) for p in NOTEBOOK_PATTERNS]
+
+
+def _skip_or_fail(reason: str) -> None:
+    """Missing prerequisites skip the test on a developer machine, but fail it under CI."""
+    if UNDER_CI:
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(f"BROWSER TEST NOT RUN: {reason}")
+
+
+def _resolve(pattern: str) -> Path | None:
+    path = Path(pattern)
+    if not path.is_absolute():
+        path = REPO_ROOT / pattern
+    matches = sorted(path.parent.glob(path.name))
+    return matches[0] if matches else None
+
+
+@pytest.fixture(scope="module")
+def chromium_executable() -> str:
+    exe = find_chromium()
+    if exe is None:
+        _skip_or_fail(
+            "no Chromium found (install Debian's `chromium`: .ci/install-browser.sh, or set SERESNET_CHROMIUM)"
+        )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _skip_or_fail("the Python package `playwright` is not installed (pip install -e '.[test]')")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def lab_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="seresnet-jlab-root-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(chromium_executable: str, lab_root: Path):
+    # Depends on chromium_executable so no server is started when the test is going to be skipped anyway.
+    with jupyterlab(lab_root) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_executable: str):
+    from playwright.sync_api import sync_playwright
+
+    profile = Path(tempfile.mkdtemp(prefix="seresnet-chromium-profile-"))
+    pw = sync_playwright().start()
+    try:
+        context = launch_chromium(pw, chromium_executable, profile)
+        try:
+            yield context
+        finally:
+            context.close()
+    finally:
+        pw.stop()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_server_keeps_token_auth(server) -> None:
+    """The server the browser talks to rejects requests without the token: security was not switched off."""
+    assert server.token, "the server has no token"
+    status_without, _ = server.api("GET", "api/contents", token=False)
+    status_with, listing = server.api("GET", "api/contents")
+    assert status_without == 403, f"API answered {status_without} without a token (expected 403)"
+    assert status_with == 200 and listing["type"] == "directory"
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("pattern", _notebook_params())
+def test_widgets_render_and_respond(pattern: str, server, browser, lab_root: Path) -> None:
+    src = _resolve(pattern)
+    if src is None:
+        _skip_or_fail(f"notebook {pattern} does not exist yet")
+    nb_path = copy_notebook(src, lab_root)  # the repo notebook is never opened, so never saved over
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOT_DIR.glob(f"{nb_path.stem}-*.png"):
+        old.unlink()
+
+    page = browser.new_page()
+    nb = NotebookPage(page, server, nb_path.name, SCREENSHOT_DIR)
+    try:
+        with nb.screenshot_on_failure():
+            _exercise_notebook(nb, server)
+    finally:
+        page.close()
+        server.shutdown_sessions()  # free the kernel's memory before the next notebook
+
+
+def _exercise_notebook(nb: NotebookPage, server) -> None:
+    nb.open()
+    nb.hide_left_sidebar()
+
+    # The default kernel must be the project's interpreter, i.e. the one running this test.
+    kernels = server.kernel_processes()
+    assert kernels, "no ipykernel process was started by the server"
+    for proc in kernels:
+        assert proc.cmdline()[0] == sys.executable, f"kernel runs {proc.cmdline()[0]}, expected {sys.executable}"
+
+    nb.run_all()
+    state = nb.wait_until_executed(RUN_ALL_TIMEOUT_S)
+    apps = nb.wait_for_widgets()
+    _check_outputs(nb)
+    assert state["done"] == state["total"] > 0
+
+    slider_app = next((i for i, a in enumerate(apps) if a["sliders"]), None)
+    dropdown_app = next((i for i, a in enumerate(apps) if a["dropdowns"]), None)
+    if slider_app is None or dropdown_app is None:
+        raise BrowserTestError(f"need a widget with an image and a slider, and one with a dropdown; found {apps}")
+    shot = nb.screenshot("1-before", slider_app)
+    assert shot.stat().st_size > 10_000, f"suspiciously small screenshot {shot}"
+
+    # --- slider: drag the handle with the mouse ------------------------------------------------------------------
+    handle = nb.app(slider_app).locator(".widget-slider .noUi-handle").first
+    s0 = nb.slider_state(handle)
+    images0 = [img["digest"] for img in nb.images(slider_app)]
+    texts0 = nb.texts(slider_app)
+    frac0 = (s0.value - s0.minimum) / (s0.maximum - s0.minimum)
+    target = frac0 + 0.35 if frac0 <= 0.5 else frac0 - 0.35
+    nb.drag_slider(handle, target)
+    s1 = nb.slider_state(handle)
+    assert s1.value != s0.value, f"dragging the slider did not move it (value stays {s0.value})"
+    assert (s1.value - s0.value) * (target - frac0) > 0, f"slider moved the wrong way: {s0.value} -> {s1.value}"
+    _check_readout(s0, s1)
+    images1 = nb.wait_for_update(slider_app, images0)
+    assert images1 != images0, "the plot image did not change after moving the slider"
+    texts1 = nb.texts(slider_app)
+    nb.screenshot("2-after-slider", slider_app)
+
+    # --- dropdown: choose another entry with the keyboard --------------------------------------------------------
+    select = nb.app(dropdown_app).locator(".widget-dropdown select:not([disabled])").first
+    images1d = [img["digest"] for img in nb.images(dropdown_app)]
+    texts1d = nb.texts(dropdown_app)
+    old_value, new_value = nb.choose_next_option(select)
+    assert new_value != old_value, f"the dropdown kept its value {old_value!r}"
+    images2 = nb.wait_for_update(dropdown_app, images1d)
+    assert images2 != images1d, f"the plot image did not change after choosing {new_value!r} in the dropdown"
+    texts2 = nb.texts(dropdown_app)
+    nb.screenshot("3-after-dropdown", dropdown_app)
+
+    # The prediction / value shown as text follows the controls: it changed at least once.
+    assert texts0 != texts1 or texts1d != texts2, f"displayed texts never changed: {texts0}"
+    _check_outputs(nb)  # the interactions raised nothing in the kernel either
+
+
+def _check_outputs(nb: NotebookPage) -> None:
+    problems = nb.output_problems()
+    assert not problems["errors"], f"cell error output:\n{problems['errors'][0]}"
+    assert not problems["widgetErrors"], f"widget failed to render: {problems['widgetErrors']}"
+    assert not problems["reprs"], f"widget shown as raw text (widget manager not working): {problems['reprs']}"
+    assert problems["views"] > 0, "no widget view was rendered"
+
+
+def _check_readout(s0, s1) -> None:
+    """The number next to the slider shows the new value (as far as its display precision allows)."""
+    assert s1.readout != s0.readout, f"slider readout stayed {s0.readout!r}"
+    try:
+        shown = float(s1.readout)
+    except ValueError:
+        return  # a custom readout format (e.g. percent): it changed, which is all that can be checked
+    decimals = len(s1.readout.split(".")[1]) if "." in s1.readout else 0
+    assert math.isclose(shown, s1.value, abs_tol=0.5 * 10**-decimals + 1e-9), (
+        f"slider readout {s1.readout!r} does not show its value {s1.value}"
+    )
