@@ -1,0 +1,433 @@
+"""Interactive explorers (ipywidgets) for the excitation of SE blocks and for steering it.
+
+Each explorer is an ``ipywidgets.VBox`` holding its controls and one ``ipywidgets.Image`` into which one persistent
+matplotlib figure is rendered as PNG whenever a control changes. This needs no interactive matplotlib backend
+(works with JupyterLab's default inline backend, no ipympl), does not flicker, and keeps the figure and its data
+reachable from Python (``.figure``, ``.state``) for tests. Model outputs are computed once and cached: moving only
+the image slider never reruns the model.
+
+* :func:`recalibration_explorer`: class-mean excitation profiles at a block, and one image's excitation against
+  the mean of its class.
+* :func:`steering_explorer`: scale or set one channel's excitation at one block and see the feature map before and
+  after scaling, the class probabilities, and which images change their prediction.
+
+Images are given as uint8 (N, 3, H, W) and shown as they are; the model sees ``normalize(images)`` (by default
+``seresnet.data.normalize``, the CIFAR-10 mean and std).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from .hooks import Constant, ExcitationStats, Scale, capture, resolve_blocks, steer
+from .plots import ALL_COLOR, plot_class_probabilities
+
+__all__ = ["Explorer", "recalibration_explorer", "steering_explorer"]
+
+Normalizer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _default_normalize() -> Normalizer:
+    try:
+        from .data import normalize
+    except ImportError as e:  # pragma: no cover - depends on the package build
+        raise ImportError("seresnet.data.normalize is not available; pass normalize=<function uint8 -> float>") from e
+    return normalize
+
+
+def _check_images(images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.as_tensor(images)
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+        raise ValueError(f"images must be uint8 of shape (N, 3, H, W) with N >= 1, got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    labels = torch.as_tensor(labels)
+    if labels.shape != (images.shape[0],) or labels.dtype.is_floating_point:
+        raise ValueError(f"labels must be integers of shape ({images.shape[0]},), got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    return images, labels.long()
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _to_display(image: torch.Tensor) -> np.ndarray:
+    """uint8 (3, H, W) -> (H, W, 3) for imshow."""
+    return image.permute(1, 2, 0).numpy()
+
+
+class Explorer(widgets.VBox):
+    """A VBox of controls above a figure rendered to PNG.
+
+    Attributes for programmatic use and tests:
+        controls: name -> control widget (set ``.value`` to interact).
+        figure: the persistent matplotlib figure.
+        image: the ``ipywidgets.Image`` showing the figure.
+        state: what is currently shown (the arrays behind the plots).
+        render_times: seconds taken by each redraw (drawing + PNG encoding).
+        model_runs: number of model forward sweeps over the images so far.
+    """
+
+    def __init__(self, controls: dict[str, widgets.Widget], figure: Figure, dpi: int, extra: Sequence[Any] = (),
+                 css_class: str = "seresnet-explorer") -> None:
+        # Subclasses may run the model (and count it in model_runs) before calling this.
+        self.controls = controls
+        self.figure = figure
+        self.dpi = dpi
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+        self.image.add_class("seresnet-figure")
+        self.state: dict[str, Any] = {}
+        self.render_times: list[float] = []
+        self._busy = False
+        row = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        super().__init__([row, *extra, self.image])
+        self.add_class(css_class)
+
+    model_runs: int = 0
+
+    def _render(self) -> None:
+        t0 = time.perf_counter()
+        buf = io.BytesIO()
+        self.figure.savefig(buf, format="png", dpi=self.dpi)
+        self.image.value = buf.getvalue()
+        self.render_times.append(time.perf_counter() - t0)
+
+    def redraw(self) -> None:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        if not self._busy:  # a control adjusted by another control's handler triggers only one redraw
+            self.redraw()
+
+
+# --- recalibration explorer ------------------------------------------------------------------------------------
+class RecalibrationExplorer(Explorer):
+    """See :func:`recalibration_explorer`."""
+
+    def __init__(self, stats: ExcitationStats, images: Any, labels: Any, model: nn.Module,
+                 class_names: Sequence[str], normalize: Normalizer | None = None, batch_size: int = 256,
+                 dpi: int = 72, classes: Sequence[int] | None = None, block: str | None = None) -> None:
+        if not isinstance(stats, ExcitationStats):
+            raise TypeError(f"stats must be ExcitationStats (seresnet.hooks.excitation_stats), got {type(stats)}")
+        images, labels = _check_images(images, labels)
+        names = [str(n) for n in class_names]
+        if len(names) != stats.num_classes:
+            raise ValueError(f"class_names has {len(names)} entries but the statistics have {stats.num_classes} "
+                             "classes")
+        if labels.min() < 0 or labels.max() >= stats.num_classes:
+            raise ValueError(f"labels must lie in 0..{stats.num_classes - 1}")
+        blocks = list(resolve_blocks(model, stats.block_names))  # also checks the model has these blocks
+        self.stats, self.images, self.labels, self.class_names = stats, images, labels, names
+        normalize = normalize or _default_normalize()
+
+        # One sweep over the images: every block's excitation and the predictions are cached.
+        was_training = model.training
+        model.eval()
+        pred_parts = []
+        dev = _model_device(model)
+        try:
+            with torch.no_grad(), capture(model, blocks) as cap:
+                for i in range(0, len(images), batch_size):
+                    pred_parts.append(model(normalize(images[i:i + batch_size]).to(dev)).argmax(1).cpu())
+        finally:
+            model.train(was_training)
+        self.model_runs = 1
+        self.excitation: dict[str, np.ndarray] = {b: cap.excitation[b].numpy() for b in blocks}
+        self.predictions = torch.cat(pred_parts)
+
+        k = stats.num_classes
+        default_classes = tuple(classes) if classes is not None else tuple(range(min(3, k)))
+        controls = {
+            "block": widgets.Dropdown(options=blocks, value=block or blocks[-1], description="SE block"),
+            "classes": widgets.SelectMultiple(options=[(n, i) for i, n in enumerate(names)], value=default_classes,
+                                              rows=min(k, 6), description="classes"),
+            "image": widgets.IntSlider(min=0, max=len(images) - 1, value=0, description="image"),
+        }
+        for name, w in controls.items():
+            w.add_class(f"seresnet-{name}")
+        # Fixed margins rather than constrained layout: the layout solver would double the redraw time.
+        fig = Figure(figsize=(13.0, 3.6))
+        ax_img, ax_prof, ax_img_s = fig.subplots(1, 3, gridspec_kw=dict(
+            width_ratios=[1.0, 2.3, 2.3], left=0.01, right=0.99, bottom=0.14, top=0.86, wspace=0.18))
+        self._img_artist = ax_img.imshow(_to_display(images[0]), interpolation="nearest")
+        ax_img.set_xticks([])
+        ax_img.set_yticks([])
+        self._ax_img, self._ax_prof, self._ax_img_s = ax_img, ax_prof, ax_img_s
+        super().__init__(controls, fig, dpi)
+        for w in controls.values():
+            w.observe(self._on_change, names="value")
+        self.redraw()
+
+    def redraw(self) -> None:
+        block = self.controls["block"].value
+        classes = list(self.controls["classes"].value)
+        i = self.controls["image"].value
+        means = self.stats.mean[block].numpy()
+        overall = self.stats.overall_mean[block].numpy()
+        c = means.shape[1]
+        x = np.arange(c)
+        label = int(self.labels[i])
+
+        ax = self._ax_prof
+        ax.clear()
+        for k in classes:
+            ax.plot(x, means[k], lw=1.0, color=f"C{k % 10}", label=self.class_names[k])
+        ax.plot(x, overall, lw=1.6, ls="--", color=ALL_COLOR, label="all classes")
+        ax.set_title(f"{block}: mean excitation per channel")
+        ax.set_xlabel("channel index")
+        ax.set_ylabel("mean excitation s")
+        ax.set_xlim(-0.5, c - 0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", ncols=2 if len(classes) > 5 else 1)
+
+        s_img = self.excitation[block][i]
+        ax = self._ax_img_s
+        ax.clear()
+        ax.plot(x, s_img, lw=1.2, color="C3", label=f"image {i}")
+        ax.plot(x, means[label], lw=1.2, ls="--", color=f"C{label % 10}", label=f"mean of {self.class_names[label]}")
+        ax.set_title(f"image {i} vs its class mean at {block}")
+        ax.set_xlabel("channel index")
+        ax.set_ylabel("excitation s")
+        ax.set_xlim(-0.5, c - 0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        lo = min(0.0, float(np.nanmin([means[classes].min() if classes else 0, s_img.min(), overall.min()])))
+        hi = max(1.0, float(np.nanmax([means[classes].max() if classes else 1, s_img.max(), overall.max()])))
+        for a in (self._ax_prof, self._ax_img_s):
+            a.set_ylim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
+
+        self._img_artist.set_data(_to_display(self.images[i]))
+        pred = int(self.predictions[i])
+        self._ax_img.set_title(f"image {i}\ntrue: {self.class_names[label]}, predicted: {self.class_names[pred]}",
+                               fontsize="medium")
+        self.state = dict(block=block, classes=classes, index=i, label=label, prediction=pred,
+                          profiles={k: means[k] for k in classes}, overall=overall, image_s=s_img,
+                          class_mean=means[label])
+        self._render()
+
+
+def recalibration_explorer(stats: ExcitationStats, images: Any, labels: Any, model: nn.Module,
+                           class_names: Sequence[str], *, normalize: Normalizer | None = None,
+                           batch_size: int = 256, dpi: int = 72) -> RecalibrationExplorer:
+    """Explore how SE blocks recalibrate channels, per class and per image.
+
+    Controls: SE block (dropdown), classes to overlay (multi-select), image index (slider). The figure shows the
+    image (true and predicted class), the mean excitation profile of the chosen classes and of all classes at the
+    block (from ``stats``), and the chosen image's excitation against the mean of its class.
+
+    ``images`` uint8 (N, 3, H, W), ``labels`` (N,). The excitations of all images at all blocks of ``stats`` are
+    computed once, here; later interaction never reruns the model.
+    """
+    return RecalibrationExplorer(stats, images, labels, model, class_names, normalize=normalize,
+                                 batch_size=batch_size, dpi=dpi)
+
+
+# --- steering explorer -----------------------------------------------------------------------------------------
+class SteeringExplorer(Explorer):
+    """See :func:`steering_explorer`."""
+
+    MAX_RUNS_CACHED = 64
+    MAX_BLOCKS_CACHED = 3
+
+    def __init__(self, model: nn.Module, images: Any, labels: Any, class_names: Sequence[str],
+                 normalize: Normalizer | None = None, batch_size: int = 256, dpi: int = 72,
+                 block: str | None = None, factor: float = 0.0) -> None:
+        images, labels = _check_images(images, labels)
+        self.model = model
+        self.images, self.labels = images, labels
+        self.class_names = [str(n) for n in class_names]
+        self.blocks = resolve_blocks(model, None)
+        self._x = (normalize or _default_normalize())(images)
+        self._batch_size = batch_size
+        self._runs: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._features: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.original_probs = self._sweep(None)[0]
+        if self.original_probs.shape[1] != len(self.class_names):
+            raise ValueError(f"class_names has {len(self.class_names)} entries but the model has "
+                             f"{self.original_probs.shape[1]} outputs")
+        self.original_predictions = self.original_probs.argmax(1)
+
+        names = list(self.blocks)
+        block = block or names[0]
+        if block not in self.blocks:
+            raise ValueError(f"unknown block {block!r}; blocks: {', '.join(names)}")
+        controls = {
+            "block": widgets.Dropdown(options=names, value=block, description="SE block"),
+            "channel": widgets.IntSlider(min=0, max=self.blocks[block].channels - 1, value=0, description="channel",
+                                         continuous_update=False),
+            "factor": widgets.FloatSlider(min=0.0, max=3.0, step=0.05, value=factor, description="factor",
+                                          continuous_update=False, readout_format=".2f"),
+            "mode": widgets.ToggleButtons(options=["scale", "set"], value="scale", description="mode",
+                                          tooltips=["s_c <- factor * s_c", "s_c <- factor"]),
+            "image": widgets.IntSlider(min=0, max=len(images) - 1, value=0, description="image"),
+        }
+        for name, w in controls.items():
+            w.add_class(f"seresnet-{name}")
+        self.changed_text = widgets.HTML()
+        self.changed_text.add_class("seresnet-changed")
+        # Fixed margins rather than constrained layout: the layout solver would double the redraw time.
+        # Square image panels (2.3 in) on the left, the bar chart with room for rotated class names on the right.
+        fig = Figure(figsize=(14.0, 3.7))
+        ax_img, ax_before, ax_after = (fig.add_axes((left, 0.08, 0.164, 0.62)) for left in (0.01, 0.19, 0.37))
+        ax_cbar = fig.add_axes((0.54, 0.08, 0.008, 0.62))
+        ax_probs = fig.add_axes((0.625, 0.25, 0.365, 0.62))
+        self._img_artist = ax_img.imshow(_to_display(images[0]), interpolation="nearest")
+        dummy = np.zeros((2, 2))
+        self._before_artist = ax_before.imshow(dummy, cmap="RdBu_r", interpolation="nearest")
+        self._after_artist = ax_after.imshow(dummy, cmap="RdBu_r", interpolation="nearest")
+        self._colorbar = fig.colorbar(self._after_artist, cax=ax_cbar)
+        ax_cbar.set_title("U", fontsize="small")
+        for ax in (ax_img, ax_before, ax_after):
+            ax.set_xticks([])
+            ax.set_yticks([])
+        self._axes = dict(image=ax_img, before=ax_before, after=ax_after, probs=ax_probs)
+        super().__init__(controls, fig, dpi, extra=[self.changed_text])
+        controls["block"].observe(self._on_block, names="value")
+        for key in ("channel", "factor", "mode", "image"):
+            controls[key].observe(self._on_change, names="value")
+        self.redraw()
+
+    # --- cached model sweeps ---
+    def _sweep(self, edit_key: tuple | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Softmax probabilities (N, K) and, for an edit, the edited block's s (N, C)."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        dev = _model_device(model)
+        probs = []
+        try:
+            with torch.no_grad():
+                if edit_key is None:
+                    for i in range(0, len(self._x), self._batch_size):
+                        probs.append(model(self._x[i:i + self._batch_size].to(dev)).softmax(1).cpu())
+                    s = None
+                else:
+                    block, channel, factor, mode = edit_key
+                    edit = Scale(factor, [channel]) if mode == "scale" else Constant(factor, [channel])
+                    with steer(model, {block: edit}), capture(model, block) as cap:
+                        for i in range(0, len(self._x), self._batch_size):
+                            probs.append(model(self._x[i:i + self._batch_size].to(dev)).softmax(1).cpu())
+                    s = cap.excitation[block].numpy()
+        finally:
+            model.train(was_training)
+        self.model_runs += 1
+        return torch.cat(probs).numpy(), s
+
+    def _steered(self, key: tuple) -> tuple[np.ndarray, np.ndarray]:
+        if key in self._runs:
+            self._runs.move_to_end(key)
+        else:
+            self._runs[key] = self._sweep(key)
+            if len(self._runs) > self.MAX_RUNS_CACHED:
+                self._runs.popitem(last=False)
+        return self._runs[key]
+
+    def _block_features(self, block: str) -> tuple[np.ndarray, np.ndarray]:
+        """The unedited input U (N, C, H, W) and excitation s (N, C) of ``block`` (a few blocks kept)."""
+        if block in self._features:
+            self._features.move_to_end(block)
+            return self._features[block]
+        model = self.model
+        was_training = model.training
+        model.eval()
+        dev = _model_device(model)
+        try:
+            with torch.no_grad(), capture(model, block, features=True) as cap:
+                for i in range(0, len(self._x), self._batch_size):
+                    model(self._x[i:i + self._batch_size].to(dev))
+        finally:
+            model.train(was_training)
+        self.model_runs += 1
+        self._features[block] = (cap.inputs[block].numpy(), cap.excitation[block].numpy())
+        if len(self._features) > self.MAX_BLOCKS_CACHED:
+            self._features.popitem(last=False)
+        return self._features[block]
+
+    # --- interaction ---
+    def _on_block(self, change: dict[str, Any]) -> None:
+        ch = self.controls["channel"]
+        self._busy = True
+        try:
+            ch.max = self.blocks[change["new"]].channels - 1  # clamps the value if needed
+        finally:
+            self._busy = False
+        self.redraw()
+
+    def edit_key(self) -> tuple[str, int, float, str]:
+        """(block, channel, factor, mode) of the current edit."""
+        c = self.controls
+        return c["block"].value, int(c["channel"].value), round(float(c["factor"].value), 6), c["mode"].value
+
+    def redraw(self) -> None:
+        block, channel, factor, mode = key = self.edit_key()
+        i = self.controls["image"].value
+        probs, s_edit = self._steered(key)
+        u, s_orig = self._block_features(block)
+        before = u[i, channel]
+        after = before * s_edit[i, channel]
+        preds = probs.argmax(1)
+        changed = np.flatnonzero(preds != self.original_predictions)
+
+        lim = max(float(np.abs(before).max()), float(np.abs(after).max()), 1e-12)
+        nonneg = float(before.min()) >= 0
+        for artist, img in ((self._before_artist, before), (self._after_artist, after)):
+            artist.set_data(img)
+            artist.set_cmap("magma" if nonneg else "RdBu_r")
+            artist.set_clim(0.0 if nonneg else -lim, lim)
+        ax = self._axes
+        ax["before"].set_title(f"{block} channel {channel}\nbefore: U (s = {s_orig[i, channel]:.2f})",
+                               fontsize="medium")
+        op = "x" if mode == "scale" else "="
+        ax["after"].set_title(f"after: s * U\n(s {op} {factor:.2f} -> {s_edit[i, channel]:.2f})", fontsize="medium")
+        self._img_artist.set_data(_to_display(self.images[i]))
+        label, p0, p1 = int(self.labels[i]), int(self.original_predictions[i]), int(preds[i])
+        ax["image"].set_title(f"image {i} ({self.class_names[label]})\noriginal: {self.class_names[p0]}\n"
+                              f"steered: {self.class_names[p1]}", fontsize="medium")
+        ax["probs"].clear()
+        plot_class_probabilities(probs[i], self.class_names, ax=ax["probs"], reference=self.original_probs[i],
+                                 label="steered", reference_label="original",
+                                 title=f"image {i}: class probabilities")
+        self.changed_text.value = self._changed_html(changed, preds)
+        self.state = dict(block=block, channel=channel, factor=factor, mode=mode, index=i, probs=probs[i],
+                          original_probs=self.original_probs[i], before=before, after=after,
+                          s_original=float(s_orig[i, channel]), s_steered=float(s_edit[i, channel]),
+                          changed=changed.tolist(), predictions=preds)
+        self._render()
+
+    def _changed_html(self, changed: np.ndarray, preds: np.ndarray) -> str:
+        n = len(self.images)
+        if not len(changed):
+            return f"<b>0 of {n} images</b> change their prediction under this edit."
+        shown = ", ".join(
+            f"#{j} {html.escape(self.class_names[self.original_predictions[j]])} &rarr; "
+            f"{html.escape(self.class_names[preds[j]])}" for j in changed[:12])
+        more = f", ... ({len(changed) - 12} more)" if len(changed) > 12 else ""
+        return f"<b>{len(changed)} of {n} images</b> change their prediction: {shown}{more}"
+
+
+def steering_explorer(model: nn.Module, images: Any, labels: Any, class_names: Sequence[str], *,
+                      normalize: Normalizer | None = None, batch_size: int = 256, dpi: int = 72,
+                      block: str | None = None, factor: float = 0.0) -> SteeringExplorer:
+    """Steer one channel of one SE block and watch the effect.
+
+    Controls: SE block (dropdown), channel (slider, bounded by the block's width), factor (0..3), mode (``scale``:
+    ``s_c <- factor * s_c``; ``set``: ``s_c <- factor``), image index (slider). The figure shows the image, the
+    channel's feature map before and after scaling (``U`` and ``s_c U`` with the edited ``s_c``), and the class
+    probabilities steered vs original; below, how many (and which) of ``images`` change their prediction.
+
+    The model runs once per distinct edit over all images (results cached); changing the image only redraws.
+    """
+    return SteeringExplorer(model, images, labels, class_names, normalize=normalize, batch_size=batch_size,
+                            dpi=dpi, block=block, factor=factor)

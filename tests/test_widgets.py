@@ -1,0 +1,239 @@
+"""Tests of seresnet.widgets: controls drive the figure, the shown data is right, and the model is not rerun
+when only the view changes.
+
+Reference values are computed without the hooks: steered predictions come from a copy of the model whose
+excitation gate is replaced by one that edits the channel, feature maps from the network's own layers.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seresnet import create_model
+from seresnet.hooks import excitation_stats
+from seresnet.widgets import recalibration_explorer, steering_explorer
+
+try:
+    from seresnet.data import normalize
+except ImportError:  # the lead's data module may not exist yet in a partial checkout
+    def normalize(images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor((0.4914, 0.4822, 0.4465)).view(3, 1, 1) * 255
+        std = torch.tensor((0.2470, 0.2435, 0.2616)).view(3, 1, 1) * 255
+        return (images.float() - mean) / std
+
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = create_model("se_resnet20")
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():  # non-trivial BN statistics and larger SE weights, so edits matter
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+        if isinstance(m, nn.Linear):
+            m.weight.data.mul_(3)
+    model.eval()
+    images = torch.randint(0, 256, (14, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (14,), generator=g)
+    return model, images, labels
+
+
+class _EditChannel(nn.Module):
+    """Gate followed by an edit of one channel: scale (s_c * f) or set (s_c = f)."""
+
+    def __init__(self, gate: nn.Module, channel: int, factor: float, mode: str) -> None:
+        super().__init__()
+        self.gate, self.channel, self.factor, self.mode = gate, channel, factor, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.gate(x).clone()
+        s[:, self.channel] = s[:, self.channel] * self.factor if self.mode == "scale" else self.factor
+        return s
+
+
+def reference_probs(model, images, block, channel, factor, mode):
+    edited = copy.deepcopy(model)
+    exc = edited.se_blocks()[block].excitation
+    exc.gate = _EditChannel(exc.gate, channel, factor, mode)
+    with torch.no_grad():
+        return edited(normalize(images)).softmax(1).numpy()
+
+
+def manual_u(model, x, block):
+    """Input of the SE block of the second unit of a stage, through the network's layers (standard mode)."""
+    stage = {"SE_2_2": 0, "SE_3_2": 1, "SE_4_2": 2}[block]
+    with torch.no_grad():
+        h = model.stem(x)
+        for layer in model.stages[:stage]:
+            h = layer(h)
+        unit = model.stages[stage][1]
+        h = model.stages[stage][0](h)
+        return unit.bn2(unit.conv2(F.relu(unit.bn1(unit.conv1(h)))))
+
+
+def bar_heights(ax):
+    return {c.get_label(): np.array([b.get_height() for b in c]) for c in ax.containers}
+
+
+def test_steering_explorer_shows_steered_probabilities_and_feature_maps(setup):
+    model, images, labels = setup
+    w = steering_explorer(model, images, labels, NAMES, normalize=normalize, block="SE_3_2", factor=0.0)
+    assert set(w.controls) == {"block", "channel", "factor", "mode", "image"}
+    assert w.controls["channel"].max == 31 and w.controls["factor"].max == 3.0
+    assert bytes(w.image.value).startswith(b"\x89PNG")
+    u = manual_u(model, normalize(images), "SE_3_2")
+    with torch.no_grad():
+        orig = model(normalize(images)).softmax(1).numpy()
+    ref = reference_probs(model, images, "SE_3_2", 0, 0.0, "scale")
+    ax_img, ax_before, ax_after, _, ax_probs = w.figure.axes
+    runs = w.model_runs
+    for i in (0, 5, 13):
+        w.controls["image"].value = i
+        bars = bar_heights(ax_probs)
+        np.testing.assert_allclose(bars["steered"], ref[i], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(bars["original"], orig[i], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(ax_before.get_images()[0].get_array(), u[i, 0].numpy(), rtol=1e-4, atol=1e-5)
+        assert np.all(np.asarray(ax_after.get_images()[0].get_array()) == 0)  # s_0 scaled by 0
+        np.testing.assert_array_equal(ax_img.get_images()[0].get_array(), images[i].permute(1, 2, 0).numpy())
+        assert NAMES[int(labels[i])] in ax_img.get_title()
+    assert w.model_runs == runs, "changing only the image must not rerun the model"
+
+    # "set" mode: s_c = value; the after map is value * U.
+    w.controls["channel"].value = 9
+    w.controls["mode"].value = "set"
+    w.controls["factor"].value = 0.7
+    i = w.controls["image"].value
+    np.testing.assert_allclose(ax_after.get_images()[0].get_array(), 0.7 * u[i, 9].numpy(), rtol=1e-4, atol=1e-5)
+    ref = reference_probs(model, images, "SE_3_2", 9, 0.7, "set")
+    np.testing.assert_allclose(bar_heights(ax_probs)["steered"], ref[i], rtol=1e-4, atol=1e-6)
+    assert w.state["s_steered"] == pytest.approx(0.7)
+
+
+def test_steering_explorer_changed_predictions_and_cache(setup):
+    model, images, labels = setup
+    w = steering_explorer(model, images, labels, NAMES, normalize=normalize, block="SE_4_3")
+    with torch.no_grad():
+        orig_pred = model(normalize(images)).argmax(1).numpy()
+    # Edit the channels that separate the two most predicted classes most, so that some predictions flip.
+    top2 = np.bincount(orig_pred, minlength=10).argsort()[-2:]
+    w_fc = model.fc.weight.detach()
+    strong = (w_fc[top2[0]] - w_fc[top2[1]]).abs().argsort(descending=True)[:2].tolist()
+    found_change = False
+    for channel, factor in [(strong[0], 3.0), (strong[1], 0.0), (strong[0], 0.0)]:
+        w.controls["channel"].value = channel
+        w.controls["factor"].value = factor
+        ref_pred = reference_probs(model, images, "SE_4_3", channel, factor, "scale").argmax(1)
+        expected = np.flatnonzero(ref_pred != orig_pred).tolist()
+        assert w.state["changed"] == expected
+        assert f"{len(expected)} of {len(images)} images" in w.changed_text.value
+        found_change |= bool(expected)
+    assert found_change, "no edit changed any prediction; the test would not check the list"
+    # Revisiting an edit uses the cache; a new edit runs the model once; the image slider never does.
+    runs = w.model_runs
+    w.controls["channel"].value = strong[1]
+    w.controls["factor"].value = 0.0
+    assert w.model_runs == runs
+    w.controls["factor"].value = 1.5
+    assert w.model_runs == runs + 1
+    w.controls["image"].value = 7
+    assert w.model_runs == runs + 1
+    w.controls["mode"].value = "set"
+    assert w.model_runs == runs + 2
+
+
+def test_steering_explorer_channel_slider_follows_block(setup):
+    model, images, labels = setup
+    w = steering_explorer(model, images, labels, NAMES, normalize=normalize)
+    assert w.controls["block"].value == "SE_2_1" and w.controls["channel"].max == 15
+    w.controls["block"].value = "SE_4_1"
+    assert w.controls["channel"].max == 63
+    w.controls["channel"].value = 40
+    n_renders = len(w.render_times)
+    w.controls["block"].value = "SE_2_3"
+    assert w.controls["channel"].max == 15 and w.controls["channel"].value == 15
+    assert len(w.render_times) == n_renders + 1, "one redraw per block change"
+    assert w.state["block"] == "SE_2_3" and w.state["channel"] == 15
+    assert "SE_2_3 channel 15" in w.figure.axes[1].get_title()
+    # A generous bound; the report records the measured times.
+    assert np.median(w.render_times) < 2.0
+
+
+def test_recalibration_explorer_lines_follow_controls(setup):
+    model, images, labels = setup
+    x = normalize(images)
+    stats = excitation_stats(model, [(x[:8], labels[:8]), (x[8:], labels[8:])], 10)
+    w = recalibration_explorer(stats, images, labels, model, NAMES, normalize=normalize)
+    assert set(w.controls) == {"block", "classes", "image"}
+    assert w.model_runs == 1
+    ax_img, ax_prof, ax_img_s = w.figure.axes
+    first_png = w.image.value
+
+    w.controls["block"].value = "SE_3_2"
+    present = sorted(set(labels.tolist()))[:3]
+    w.controls["classes"].value = tuple(present)
+    lines = ax_prof.get_lines()
+    assert [ln.get_label() for ln in lines] == [NAMES[k] for k in present] + ["all classes"]
+    for ln, k in zip(lines, present):
+        np.testing.assert_allclose(ln.get_ydata(), stats.mean["SE_3_2"][k].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(lines[-1].get_ydata(), stats.overall_mean["SE_3_2"].numpy(), rtol=1e-6)
+    assert w.image.value != first_png
+
+    # The image's own excitation, computed by hand from the block's weights.
+    u = manual_u(model, x, "SE_3_2")
+    se = model.se_blocks()["SE_3_2"].excitation
+    with torch.no_grad():
+        s_manual = torch.sigmoid(se.fc2(F.relu(se.fc1(u.mean((2, 3))))))
+    for i in (2, 11):
+        w.controls["image"].value = i
+        own, cls_mean = ax_img_s.get_lines()
+        np.testing.assert_allclose(own.get_ydata(), s_manual[i].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cls_mean.get_ydata(), stats.mean["SE_3_2"][int(labels[i])].numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(ax_img.get_images()[0].get_array(), images[i].permute(1, 2, 0).numpy())
+        assert f"true: {NAMES[int(labels[i])]}" in ax_img.get_title()
+    w.controls["classes"].value = ()
+    assert [ln.get_label() for ln in ax_prof.get_lines()] == ["all classes"]
+    assert w.model_runs == 1, "the view changes must not rerun the model"
+    for ax in (ax_prof, ax_img_s):
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel() and ax.get_legend() is not None
+
+
+def test_input_validation(setup):
+    model, images, labels = setup
+    with pytest.raises(ValueError, match="uint8"):
+        steering_explorer(model, images.float(), labels, NAMES, normalize=normalize)
+    with pytest.raises(ValueError, match=r"labels must be integers of shape \(14,\)"):
+        steering_explorer(model, images, labels[:3], NAMES, normalize=normalize)
+    with pytest.raises(ValueError, match="class_names has 3 entries but the model has 10 outputs"):
+        steering_explorer(model, images, labels, NAMES[:3], normalize=normalize)
+    with pytest.raises(ValueError, match="SE_2_1"):
+        steering_explorer(model, images, labels, NAMES, normalize=normalize, block="SE_7_1")
+    with pytest.raises(ValueError, match="no SE blocks"):
+        steering_explorer(create_model("resnet20"), images, labels, NAMES, normalize=normalize)
+    with pytest.raises(TypeError, match="ExcitationStats"):
+        recalibration_explorer({}, images, labels, model, NAMES, normalize=normalize)
+
+
+def test_default_normalize_is_the_cifar_one(setup):
+    pytest.importorskip("seresnet.data")
+    model, images, labels = setup
+    w = steering_explorer(model, images[:3], labels[:3], NAMES)
+    with torch.no_grad():
+        expected = model(normalize(images[:3])).softmax(1).numpy()
+    np.testing.assert_allclose(w.original_probs, expected, rtol=1e-5, atol=1e-7)
