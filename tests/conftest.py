@@ -16,6 +16,11 @@ from seresnet.data import CIFAR10_CLASSES
 REPO = Path(__file__).resolve().parent.parent
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 
+if not os.environ.get("CI"):
+    # On a shared 2-core development machine, two spinning OpenMP threads per process make convolutions 10-40x
+    # slower when other jobs run; CI has the machine to itself and keeps torch's default.
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
