@@ -126,6 +126,7 @@ class JupyterLab:
     root_dir: Path
     process: subprocess.Popen
     log_path: Path
+    runtime_dir: Path
     _descendants: set[int] = field(default_factory=set)
 
     def lab_url(self, path: str) -> str:
@@ -166,6 +167,41 @@ class JupyterLab:
                     out.append(child)
         return out
 
+    def kernel_widget_state(self, notebook: str, timeout: float = 60.0) -> dict[str, list]:
+        """Ask the notebook's kernel (side channel, not the browser) what its widgets hold right now.
+
+        Returns {"controls": [[kind, description, value]], "texts": [str]}: kind "slider" (value float) or
+        "dropdown" (value = the selected option's label); texts = HTML / Label widget values with tags removed.
+        This is the oracle for "the page shows what the kernel computed".
+        """
+        from jupyter_client import BlockingKernelClient
+
+        _, sessions = self.api("GET", "api/sessions")
+        ours = [s for s in sessions or [] if s.get("path") == notebook and s.get("kernel")]
+        if not ours:
+            raise BrowserTestError(f"no running kernel for {notebook}")
+        client = BlockingKernelClient(connection_file=str(self.runtime_dir / f"kernel-{ours[0]['kernel']['id']}.json"))
+        client.load_connection_file()
+        client.start_channels()
+        chunks: list[str] = []
+
+        def hook(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                chunks.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                chunks.append("ERROR " + "\n".join(msg["content"]["traceback"]))
+
+        try:
+            client.wait_for_ready(timeout=timeout)
+            client.execute_interactive(_KERNEL_PROBE, store_history=False, timeout=timeout, output_hook=hook)
+        finally:
+            client.stop_channels()
+        text = "".join(chunks)
+        marker = "E2E-PROBE"
+        if marker not in text:
+            raise BrowserTestError(f"kernel widget probe failed: {text[-2000:]}")
+        return json.loads(text.split(marker, 1)[1])
+
     def shutdown_sessions(self) -> None:
         """Shut down every notebook session (and so its kernel) through the REST API; errors are ignored."""
         with contextlib.suppress(Exception):
@@ -199,6 +235,26 @@ class JupyterLab:
                 self._descendants.add(child.pid)
         except Exception:  # noqa: BLE001 - psutil missing or server gone: nothing more to track
             pass
+
+
+# Run in the kernel by JupyterLab.kernel_widget_state; a function so the user's namespace is left as it was.
+_KERNEL_PROBE = r"""
+def __e2e_probe():
+    import html, json, re
+    import ipywidgets as W
+    from ipywidgets.widgets.widget import _instances
+    controls, texts = [], []
+    for w in list(_instances.values()):
+        if isinstance(w, (W.IntSlider, W.FloatSlider)):
+            controls.append(["slider", w.description, float(w.value)])
+        elif isinstance(w, W.Dropdown):
+            controls.append(["dropdown", w.description, w.label])
+        elif isinstance(w, (W.HTML, W.Label)) and not isinstance(w, W.HTMLMath):
+            texts.append(html.unescape(re.sub(r"<[^>]*>", "", str(w.value))))
+    print("E2E-PROBE" + json.dumps({"controls": controls, "texts": texts}))
+__e2e_probe()
+del __e2e_probe
+"""
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -297,7 +353,7 @@ def _wait_for_server(
             except json.JSONDecodeError:  # being written
                 info = None
             if info and info.get("token"):
-                server = JupyterLab(info["url"], info["token"], root_dir, proc, log_path)
+                server = JupyterLab(info["url"], info["token"], root_dir, proc, log_path, runtime_dir)
                 status, _ = server.api("GET", "api/status", timeout=5)
                 if status == 200:
                     return server
@@ -420,16 +476,18 @@ async (app) => {
 }
 """
 
-# Texts a person reads in an app: HTML / Label / text widgets and Output widgets (not the controls' own labels).
+# Texts a person reads in an app: the contents of HTML and Label widgets (not the controls' own descriptions).
 _JS_TEXTS = """
-(app) => {
-  const sel = ['.widget-html-content', '.widget-htmlmath-content', '.widget-label-basic', '.widget-output',
-               '.widget-text input', '.widget-textarea textarea'];
-  const out = [];
-  for (const el of app.querySelectorAll(sel.join(','))) {
-    out.push(((el.value !== undefined && el.tagName !== 'DIV') ? el.value : el.innerText || '').trim());
-  }
-  return out;
+(app) => Array.from(app.querySelectorAll('.widget-html-content, .widget-label-basic')).map((el) => el.innerText)
+"""
+
+# Description label and shown value of a control (slider handle's widget or <select>).
+_JS_CONTROL = """
+(el) => {
+  const w = el.closest('.widget-slider, .widget-dropdown');
+  const label = w.querySelector(':scope > label.widget-label');
+  const shown = el.tagName === 'SELECT' ? (el.selectedOptions[0] || {}).text : el.getAttribute('aria-valuenow');
+  return {description: label ? label.innerText.trim() : '', shown: shown};
 }
 """
 
@@ -580,8 +638,12 @@ class NotebookPage:
         return self.app(app_index).evaluate(_JS_IMAGES)
 
     def texts(self, app_index: int) -> list[str]:
-        """Displayed texts (HTML, labels, outputs) of app `app_index`."""
+        """Displayed texts of the HTML and Label widgets of app `app_index`."""
         return self.app(app_index).evaluate(_JS_TEXTS)
+
+    def control(self, element: Any) -> dict[str, str]:
+        """{"description", "shown"} of a slider handle (shown = aria value) or a <select> (shown = option text)."""
+        return element.evaluate(_JS_CONTROL)
 
     def wait_for_update(self, app_index: int, before: list[str], timeout: float = 90.0) -> list[str]:
         """Wait until an image digest of the app differs from `before`, then until kernel and images are settled."""

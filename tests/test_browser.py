@@ -154,7 +154,6 @@ def _exercise_notebook(nb: NotebookPage, server) -> None:
     handle = nb.app(slider_app).locator(".widget-slider .noUi-handle").first
     s0 = nb.slider_state(handle)
     images0 = [img["digest"] for img in nb.images(slider_app)]
-    texts0 = nb.texts(slider_app)
     frac0 = (s0.value - s0.minimum) / (s0.maximum - s0.minimum)
     target = frac0 + 0.35 if frac0 <= 0.5 else frac0 - 0.35
     nb.drag_slider(handle, target)
@@ -164,23 +163,43 @@ def _exercise_notebook(nb: NotebookPage, server) -> None:
     _check_readout(s0, s1)
     images1 = nb.wait_for_update(slider_app, images0)
     assert images1 != images0, "the plot image did not change after moving the slider"
-    texts1 = nb.texts(slider_app)
     nb.screenshot("2-after-slider", slider_app)
+    _check_page_matches_kernel(nb, server, slider_app, handle, "slider")
 
-    # --- dropdown: choose another entry with the keyboard --------------------------------------------------------
+    # --- dropdown: open it with a click, choose the next entry with the keyboard ----------------------------------
     select = nb.app(dropdown_app).locator(".widget-dropdown select:not([disabled])").first
     images1d = [img["digest"] for img in nb.images(dropdown_app)]
-    texts1d = nb.texts(dropdown_app)
     old_value, new_value = nb.choose_next_option(select)
     assert new_value != old_value, f"the dropdown kept its value {old_value!r}"
     images2 = nb.wait_for_update(dropdown_app, images1d)
     assert images2 != images1d, f"the plot image did not change after choosing {new_value!r} in the dropdown"
-    texts2 = nb.texts(dropdown_app)
     nb.screenshot("3-after-dropdown", dropdown_app)
+    _check_page_matches_kernel(nb, server, dropdown_app, select, "dropdown")
 
-    # The prediction / value shown as text follows the controls: it changed at least once.
-    assert texts0 != texts1 or texts1d != texts2, f"displayed texts never changed: {texts0}"
     _check_outputs(nb)  # the interactions raised nothing in the kernel either
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def _check_page_matches_kernel(nb: NotebookPage, server, app_index: int, control, kind: str) -> None:
+    """The moved control's new value reached the kernel, and the texts on the page are the kernel's current ones.
+
+    Asked of the kernel directly (a second client), so this does not trust the page to report itself.
+    """
+    shown = nb.control(control)
+    state = server.kernel_widget_state(nb.name)
+    same_kind = [c for c in state["controls"] if c[0] == kind and c[1] == shown["description"]]
+    assert same_kind, f"the kernel has no {kind} described {shown['description']!r}: {state['controls']}"
+    if kind == "slider":
+        matches = [c for c in same_kind if math.isclose(c[2], float(shown["shown"]), rel_tol=1e-6, abs_tol=1e-6)]
+    else:
+        matches = [c for c in same_kind if c[2] == shown["shown"]]
+    assert matches, f"page shows {kind} {shown['description']!r} = {shown['shown']!r}, kernel has {same_kind}"
+    kernel_texts = {_squash(t) for t in state["texts"]}
+    for text in nb.texts(app_index):
+        assert _squash(text) in kernel_texts, f"page shows {text!r}, which is not what the kernel's widgets hold"
 
 
 def _check_outputs(nb: NotebookPage) -> None:
