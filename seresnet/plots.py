@@ -2,14 +2,17 @@
 excitation, feature maps before/after scaling, per-block trends and class probabilities.
 
 Every function returns a ``matplotlib.figure.Figure``. New figures are made with ``Figure()`` rather than pyplot, so
-they are not registered with pyplot: in a notebook, end the cell with the call (or ``display(fig)``) to show it
-once, and nothing accumulates in pyplot's figure list when plotting in a loop. Pass ``ax`` / ``fig`` to draw into an
-existing figure (e.g. one made with ``plt.subplots``, or a widget's persistent figure); ``fig`` is cleared first.
+they are not registered with pyplot: nothing accumulates in pyplot's figure list when plotting in a loop, and a
+notebook shows each figure once. In a notebook, end the cell with the call (or ``display(fig)``) to show the figure;
+``plt.show()`` does not know these figures. (Inside IPython the first new figure registers a PNG formatter for
+``Figure``, so this works even if pyplot was never imported.) Pass ``ax`` / ``fig`` to draw into an existing figure
+(e.g. one made with ``plt.subplots``, or a widget's persistent figure); ``fig`` is cleared first.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import io
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -88,9 +91,36 @@ def _class_indices(classes: Sequence[int | str] | int | str | None, names: list[
     return out
 
 
+def _figure_png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _enable_notebook_display() -> None:
+    """Let IPython show a returned ``Figure`` as PNG even when no pyplot backend registered a formatter yet."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    png = shell.display_formatter.formatters["image/png"]
+    try:
+        png.lookup_by_type(Figure)  # the inline backend (or an earlier call) already handles figures
+    except KeyError:
+        png.for_type(Figure, _figure_png)
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    _enable_notebook_display()
+    return Figure(figsize=figsize, layout="constrained")
+
+
 def _fresh_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
     if fig is None:
-        return Figure(figsize=figsize, layout="constrained")
+        return _new_figure(figsize)
     fig.clear()
     return fig
 
@@ -98,7 +128,7 @@ def _fresh_figure(fig: Figure | None, figsize: tuple[float, float]) -> Figure:
 def _ax_or_new(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
         return ax.figure, ax
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = _new_figure(figsize)
     return fig, fig.add_subplot()
 
 

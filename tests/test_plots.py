@@ -217,3 +217,24 @@ def test_class_probabilities_bars(data):
     with pytest.raises(ValueError, match="reference"):
         plot_class_probabilities(probs, NAMES, reference=ref[:2])
     render(fig)
+
+
+def test_figures_display_once_in_ipython_without_pyplot(data):
+    """A returned Figure is shown as PNG by IPython even when no pyplot backend registered a formatter."""
+    pytest.importorskip("IPython")
+    import sys
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    _, _, stats = data
+    hook = sys.displayhook
+    shell = InteractiveShell.instance()
+    try:
+        before = plt.get_fignums()
+        fig = plot_block_trend(stats)
+        formats, _ = shell.display_formatter.format(fig)
+        assert formats["image/png"].startswith(b"\x89PNG")
+        assert plt.get_fignums() == before  # not managed by pyplot, so an inline backend will not show it again
+    finally:
+        InteractiveShell.clear_instance()
+        sys.displayhook = hook
