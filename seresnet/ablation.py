@@ -1,0 +1,602 @@
+"""The paper's design-choice ablations (Tables 10-14) repeated on CIFAR-10, and SE knock-out experiments (section 7).
+
+Two experiments live here so that notebooks only display them and tests can check them:
+
+* ``run_ablations(ABLATIONS, epochs, train_limit, test_limit, seed, out_json)`` trains one CIFAR model per variant
+  (reduction ratio, squeeze, gate, integration, which stages have SE, plain ResNet) with the same short recipe and
+  stores one record per variant in a JSON file; ``load_ablation_results`` reads it back; ``plot_ablations`` puts
+  the change in test error beside the paper's ImageNet top-1 error (``PAPER_ABLATIONS``).
+* ``se_knockout_table(model, images, labels, stats)`` switches SE blocks off or replaces their excitations by the
+  mean excitation (``hooks.steer``) and reports the test accuracy of every edit.
+
+Command line (what produced ``notebooks/results/ablations.json``)::
+
+    python -m seresnet.ablation --epochs 4 --train-limit 10000 --threads 1 \\
+        --data /work/shared/data/cifar10-jpeg --out notebooks/results/ablations.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import hooks
+from . import train as _train
+
+__all__ = [
+    "ABLATIONS",
+    "DEFAULT_SETTING",
+    "PAPER_ABLATIONS",
+    "STUDIES",
+    "Variant",
+    "ablation_table",
+    "default_knockout_scopes",
+    "format_table",
+    "get_variants",
+    "knockout_accuracy",
+    "load_ablation_results",
+    "paper_row",
+    "plot_ablations",
+    "plot_knockout",
+    "run_ablations",
+    "se_knockout_table",
+]
+
+RESULTS_FORMAT = "seresnet.ablations/1"
+
+# --- the paper's numbers -----------------------------------------------------------------------------------------
+# SE-ResNet-50 on ImageNet, single 224x224 crop, top-1 / top-5 error (%) and parameters (millions), copied from
+# Hu et al., "Squeeze-and-Excitation Networks" (arXiv 1709.01507 v4), Tables 10-16. The default SE-ResNet-50
+# (r = 16, average squeeze, sigmoid gate, standard integration, SE in all stages) is the same model in every table
+# (22.28 / 6.03). "stages" settings use ImageNet stage numbers (2 = conv2_x ... 5 = conv5_x): SE_Stage_4 is the
+# 6-block conv4_x stage, not the last stage; the paper did not train "SE in stage 5 only".
+PAPER_ABLATIONS: list[dict[str, Any]] = [
+    dict(table=10, study="reduction", setting="2", top1=22.29, top5=6.00, params_m=45.7),
+    dict(table=10, study="reduction", setting="4", top1=22.25, top5=6.09, params_m=35.7),
+    dict(table=10, study="reduction", setting="8", top1=22.26, top5=5.99, params_m=30.7),
+    dict(table=10, study="reduction", setting="16", top1=22.28, top5=6.03, params_m=28.1),
+    dict(table=10, study="reduction", setting="32", top1=22.72, top5=6.20, params_m=26.9),
+    dict(table=10, study="reduction", setting="no SE", top1=23.30, top5=6.55, params_m=25.6),
+    dict(table=11, study="squeeze", setting="max", top1=22.57, top5=6.09, params_m=None),
+    dict(table=11, study="squeeze", setting="avg", top1=22.28, top5=6.03, params_m=None),
+    dict(table=12, study="gate", setting="relu", top1=23.47, top5=6.98, params_m=None),
+    dict(table=12, study="gate", setting="tanh", top1=23.00, top5=6.38, params_m=None),
+    dict(table=12, study="gate", setting="sigmoid", top1=22.28, top5=6.03, params_m=None),
+    dict(table=13, study="stages", setting="2", top1=23.03, top5=6.48, params_m=None),
+    dict(table=13, study="stages", setting="3", top1=23.04, top5=6.32, params_m=None),
+    dict(table=13, study="stages", setting="4", top1=22.68, top5=6.22, params_m=None),
+    dict(table=13, study="stages", setting="all", top1=22.28, top5=6.03, params_m=None),
+    dict(table=14, study="integration", setting="standard", top1=22.28, top5=6.03, params_m=None),
+    dict(table=14, study="integration", setting="pre", top1=22.23, top5=6.00, params_m=None),
+    dict(table=14, study="integration", setting="post", top1=22.78, top5=6.35, params_m=None),
+    dict(table=14, study="integration", setting="identity", top1=22.20, top5=6.15, params_m=None),
+    dict(table=15, study="placement", setting="3x3", top1=22.48, top5=6.02, params_m=26.5),
+    dict(table=16, study="squeeze", setting="none (1x1 convs)", top1=22.93, top5=6.39, params_m=None),
+]
+
+# The studies we repeat (Table 15 needs bottleneck units, Table 16 a block without pooling: not on ResNet-20).
+STUDIES: tuple[str, ...] = ("reduction", "squeeze", "gate", "integration", "stages")
+# The setting of the default SE model in each study: its one run is the reference row of every study.
+DEFAULT_SETTING: dict[str, str] = dict(reduction="16", squeeze="avg", gate="sigmoid", integration="standard",
+                                       stages="all")
+
+
+def paper_row(study: str, setting: str) -> dict[str, Any] | None:
+    """The paper's record for (study, setting), e.g. ``paper_row("gate", "tanh")``; None if the paper has none."""
+    for row in PAPER_ABLATIONS:
+        if row["study"] == study and row["setting"] == setting:
+            return row
+    return None
+
+
+# --- the variants ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """One model to train: a registered ``model`` with config ``overrides``; ``study``/``setting`` say which paper
+    table row it corresponds to (``study="reference"`` is the default SE model, shared by every study;
+    ``study="noise"`` repeats it with the run's seed plus ``seed_offset``, to show how much a different seed alone
+    changes the result)."""
+
+    name: str
+    study: str
+    setting: str
+    model: str = "se_resnet20"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seed_offset: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(name=self.name, study=self.study, setting=self.setting, model=self.model,
+                    overrides=_jsonable(self.overrides), seed_offset=self.seed_offset)
+
+
+def _jsonable(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+
+
+def _overrides_from_json(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    # JSON has no tuples; SEResNetConfig wants se_stages as a tuple.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+
+
+ABLATIONS: list[Variant] = [
+    Variant("SE (default)", "reference", "default"),
+    Variant("no SE (resnet20)", "reduction", "no SE", model="resnet20"),
+    *[Variant(f"r={r}", "reduction", str(r), overrides=dict(reduction=r)) for r in (2, 4, 8, 32)],
+    Variant("squeeze=max", "squeeze", "max", overrides=dict(squeeze="max")),
+    *[Variant(f"gate={g}", "gate", g, overrides=dict(gate=g)) for g in ("tanh", "relu", "hard_sigmoid")],
+    *[Variant(f"integration={m}", "integration", m, overrides=dict(integration=m))
+      for m in ("pre", "post", "identity")],
+    *[Variant(f"SE in stage {s} only", "stages", str(s), overrides=dict(se_stages=(s,))) for s in (2, 3, 4)],
+    Variant("SE (default), seed+1", "noise", "seed+1", seed_offset=1),
+]
+
+
+def get_variants(names: Sequence[str] | None = None) -> list[Variant]:
+    """The variants of ``ABLATIONS`` with the given names (all if None), with a clear error for unknown names."""
+    if names is None:
+        return list(ABLATIONS)
+    known = {v.name: v for v in ABLATIONS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown ablation variant(s) {unknown}; known: {list(known)}")
+    return [known[n] for n in names]
+
+
+# --- running them ------------------------------------------------------------------------------------------------
+def _machine() -> str:
+    return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _cached_cifar() -> Iterator[None]:
+    """Decode each CIFAR-10 split once for the whole sweep instead of once per variant (50k JPEGs take longer to
+    decode than a short training run of ResNet-20 on a subset). Patches ``seresnet.train.load_cifar10`` only
+    while the sweep runs."""
+    original = _train.load_cifar10
+    cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def cached(split: str = "train", root: str | os.PathLike | None = None, download: bool = False):
+        key = (split, str(root))
+        if key not in cache:
+            cache[key] = original(split, root, download=download)
+        return cache[key]
+
+    _train.load_cifar10 = cached
+    try:
+        yield
+    finally:
+        _train.load_cifar10 = original
+
+
+def _budget(epochs: int, train_limit: int | None, test_limit: int | None, seed: int, batch_size: int, lr: float,
+            warmup_epochs: float, monitor_limit: int) -> dict[str, Any]:
+    return dict(epochs=epochs, train_limit=train_limit, test_limit=test_limit, seed=seed, batch_size=batch_size,
+                lr=lr, warmup_epochs=warmup_epochs, monitor_test_images=monitor_limit)
+
+
+def run_ablations(
+    variants: Sequence[Variant] | None = None,
+    epochs: int = 1,
+    train_limit: int | None = 1000,
+    test_limit: int | None = 1000,
+    seed: int = 0,
+    out_json: str | os.PathLike | None = None,
+    *,
+    data: str | os.PathLike | None = None,
+    threads: int | None = None,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    warmup_epochs: float | None = None,
+    resume: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train every variant with one short recipe and return (and optionally store) the results.
+
+    The default budget is tiny (1 epoch on 1,000 training images, 1,000 test images: a smoke run of about a
+    minute per variant on a busy laptop CPU). Every variant uses the same ``seed``, the same training subset and the
+    same test subset, so differences come from the architecture and the seed-dependent noise of training only.
+    ``warmup_epochs`` defaults to a quarter of the epochs (at most 2). ``data`` is a CIFAR-10 data root
+    (``seresnet.data.load_cifar10``). Training reports a monitoring accuracy on at most 1,000 test images after
+    every epoch; the final accuracy is measured once on ``test_limit`` test images (bf16 autocast, like training).
+
+    With ``out_json`` the results are written after every finished variant to ``<out_json>.partial`` (atomically:
+    a crash leaves the last good state) and moved to ``out_json`` only when every variant has finished, so an
+    interrupted sweep never replaces earlier complete results. With ``resume`` a partial file with the same budget
+    is picked up and its finished variants are not trained again.
+
+    Returns ``{"format", "budget", "machine", "started", "finished", "results": [record, ...]}``; a record has
+    name, study, setting, model, overrides, params, macs, test_acc, test_images, epochs, train_images, seconds,
+    machine, date, history.
+    """
+    from .data import subset
+    from .evaluate import evaluate
+    from .model import count_macs, count_params
+
+    variants = list(ABLATIONS if variants is None else variants)
+    if not variants or not all(isinstance(v, Variant) for v in variants):
+        raise ValueError("variants must be a non-empty list of ablation.Variant (see ablation.ABLATIONS)")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be unique, got {names}")
+    if warmup_epochs is None:
+        warmup_epochs = min(2.0, epochs / 4)
+    monitor_limit = min(1000, test_limit) if test_limit else 1000
+    budget = _budget(epochs, train_limit, test_limit, seed, batch_size, lr, warmup_epochs, monitor_limit)
+    configs = {v.name: _train.TrainConfig(
+        model=v.model, overrides=dict(v.overrides), epochs=epochs, batch_size=batch_size, lr=lr,
+        warmup_epochs=warmup_epochs, seed=seed + v.seed_offset, data=None if data is None else str(data), out=None,
+        threads=threads, train_limit=train_limit, test_limit=monitor_limit) for v in variants}
+    for cfg in configs.values():  # bad overrides or budget: fail before training anything
+        cfg.validate()
+
+    out_path = Path(out_json) if out_json is not None else None
+    partial = out_path.with_name(out_path.name + ".partial") if out_path is not None else None
+    done: dict[str, dict[str, Any]] = {}
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    if resume and partial is not None and partial.is_file():
+        try:
+            old = json.loads(partial.read_text())
+        except (OSError, ValueError):
+            old = None
+        if old and old.get("format") == RESULTS_FORMAT and old.get("budget") == budget:
+            done = {r["name"]: r for r in old.get("results", []) if r.get("name") in configs}
+            started = old.get("started", started)
+    state: dict[str, Any] = dict(format=RESULTS_FORMAT, budget=budget, machine=_machine(), started=started,
+                                 finished=None, results=[])
+
+    def save(final: bool) -> None:
+        state["results"] = [done[n] for n in names if n in done]
+        if out_path is None:
+            return
+        if final:
+            state["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            _atomic_write_json(out_path, state)
+            partial.unlink(missing_ok=True)
+        else:
+            _atomic_write_json(partial, state)
+
+    with _cached_cifar():
+        root = configs[names[0]].data
+        x_test, y_test = subset(*_train.load_cifar10("test", root), test_limit)
+        _train.load_cifar10("train", root)  # decode now so that the first variant's seconds count training only
+        for i, v in enumerate(variants):
+            if v.name in done:
+                continue
+            cfg = configs[v.name]
+            if progress:
+                print(f"[{i + 1}/{len(variants)}] {v.name}: {v.model} {v.overrides}", flush=True)
+            t0 = time.perf_counter()
+            result = _train.train(cfg, progress=progress)
+            ev = evaluate(result.model, x_test, y_test, bf16=cfg.bf16, channels_last=cfg.channels_last)
+            seconds = time.perf_counter() - t0
+            model = result.model.float()
+            done[v.name] = dict(
+                **v.to_dict(), params=count_params(model), macs=count_macs(model), test_acc=ev.accuracy,
+                test_loss=ev.loss, test_images=int(y_test.shape[0]), epochs=len(result.history),
+                train_images=min(train_limit or 10**9, _train_size(cfg.data)), seed=cfg.seed, seconds=round(seconds, 1),
+                machine=_machine(), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                history=result.history)
+            if progress:
+                print(f"    test accuracy {ev.accuracy:.4f} on {y_test.shape[0]} images, {seconds:.0f} s", flush=True)
+            save(final=False)
+    save(final=True)
+    return state
+
+
+def _train_size(root: str | None) -> int:
+    # Inside _cached_cifar this is a cache hit: the training split was just loaded by train().
+    return int(_train.load_cifar10("train", root)[1].shape[0])
+
+
+def load_ablation_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read results written by ``run_ablations``; raises ``ValueError`` for a file of another kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ablation results at {path}; run seresnet.ablation.run_ablations(..., "
+                                f"out_json={str(path)!r}) or `python -m seresnet.ablation --out {path}`")
+    try:
+        obj = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict) or obj.get("format") != RESULTS_FORMAT or not isinstance(obj.get("results"), list):
+        raise ValueError(f"{path} is not a seresnet ablation results file (expected format {RESULTS_FORMAT!r})")
+    for r in obj["results"]:
+        r["overrides"] = _overrides_from_json(r.get("overrides", {}))
+    return obj
+
+
+# --- tables and plots --------------------------------------------------------------------------------------------
+def _results_list(results: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    if isinstance(results, Mapping):
+        if "results" not in results:
+            raise ValueError("expected the dict returned by run_ablations / load_ablation_results, or its 'results'")
+        return list(results["results"])
+    return list(results)
+
+
+def ablation_table(results: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (study, setting) we ran, with the paper's number beside ours.
+
+    Keys: study, setting, name, params, test_acc (0..1), test_err (%), d_err (our error minus the error of the
+    default SE model, percentage points), paper_table, paper_top1 (%), paper_d_top1 (paper's top-1 error minus
+    its default SE-ResNet-50's 22.28). The default SE model appears once in every study, as its reference row.
+    """
+    rows_in = _results_list(results)
+    ref = next((r for r in rows_in if r["study"] == "reference"), None)
+    ref_err = 100 * (1 - ref["test_acc"]) if ref else float("nan")
+    paper_ref = paper_row("reduction", "16")["top1"]
+    out: list[dict[str, Any]] = []
+    for study in STUDIES:
+        members = [r for r in rows_in if r["study"] == study]
+        if ref is not None:
+            members.insert(0, {**ref, "study": study, "setting": DEFAULT_SETTING[study]})
+        for r in members:
+            p = paper_row(study, r["setting"])
+            err = 100 * (1 - r["test_acc"])
+            out.append(dict(study=study, setting=r["setting"], name=r["name"], params=r.get("params"),
+                            test_acc=r["test_acc"], test_err=err, d_err=err - ref_err,
+                            paper_table=p["table"] if p else None, paper_top1=p["top1"] if p else None,
+                            paper_d_top1=(p["top1"] - paper_ref) if p else None))
+    for r in rows_in:
+        if r["study"] == "noise":
+            err = 100 * (1 - r["test_acc"])
+            out.append(dict(study="noise", setting=r["setting"], name=r["name"], params=r.get("params"),
+                            test_acc=r["test_acc"], test_err=err, d_err=err - ref_err, paper_table=None,
+                            paper_top1=None, paper_d_top1=None))
+    return out
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``ablation_table`` rows as a Markdown table (display with ``IPython.display.Markdown``)."""
+    def num(v: Any, fmt: str) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    lines = ["| study | setting | params | test acc (%) | Δ error (pp) | paper table | paper top-1 err (%) "
+             "| paper Δ (pp) |", "|---|---|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['study']} | {r['setting']} | {num(r['params'], ',')} | {num(100 * r['test_acc'], '.2f')} "
+                     f"| {num(r['d_err'], '+.2f')} | {num(r['paper_table'], 'd')} | {num(r['paper_top1'], '.2f')} "
+                     f"| {num(r['paper_d_top1'], '+.2f')} |")
+    return "\n".join(lines)
+
+
+def plot_ablations(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], studies: Sequence[str] = STUDIES,
+                   figsize: tuple[float, float] | None = None):
+    """Change in error versus the default SE model, ours (CIFAR-10 test error) beside the paper's (ImageNet top-1),
+    one panel per study. Our bars carry +-1 binomial standard error of the difference (test-set sampling only: the
+    seed-to-seed noise of training is not in it, and on a short budget it is usually larger); a grey band shows
+    the difference between the default model and its repeat with another seed (``study="noise"``) when the
+    results have one. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    rows = ablation_table(results)
+    res = _results_list(results)
+    n_test = max((r.get("test_images", 0) for r in res), default=0)
+    studies = [s for s in studies if any(r["study"] == s for r in rows)]
+    if not studies:
+        raise ValueError("no results for any of the studies " + ", ".join(STUDIES))
+    noise = [abs(r["d_err"]) for r in rows if r["study"] == "noise"]
+    band = max(noise) if noise else None
+    heights = [sum(r["study"] == s for r in rows) for s in studies]
+    fig, axes = plt.subplots(len(studies), 1, figsize=figsize or (7.5, 1.0 + 0.42 * sum(heights) + 0.5 * len(studies)),
+                             gridspec_kw=dict(height_ratios=heights), squeeze=False, sharex=True)
+    for ax, study in zip(axes[:, 0], studies):
+        sub = [r for r in rows if r["study"] == study]
+        y = torch.arange(len(sub), dtype=torch.float64).tolist()
+        ours = [r["d_err"] for r in sub]
+        paper = [r["paper_d_top1"] if r["paper_d_top1"] is not None else float("nan") for r in sub]
+        se = []
+        for r in sub:
+            p = r["test_acc"]
+            se.append(100 * math.sqrt(2 * p * (1 - p) / n_test) if n_test and r["d_err"] != 0 else 0.0)
+        if band:
+            ax.axvspan(-band, band, color="0.88", zorder=0,
+                       label=f"±{band:.2f} pp: same model, another seed (ours)")
+        ax.barh([v - 0.2 for v in y], ours, height=0.38, xerr=se, color="tab:blue", ecolor="0.3", capsize=2,
+                label="ours: CIFAR-10 test error, ResNet-20")
+        ax.barh([v + 0.2 for v in y], paper, height=0.38, color="tab:orange",
+                label="paper: ImageNet top-1 error, ResNet-50")
+        for yi, pv in zip(y, paper):
+            if math.isnan(pv):
+                ax.text(0, yi + 0.2, "  no paper number", va="center", fontsize=7, color="0.4")
+        ax.set_yticks(y, [f"{r['setting']}" + (" (default)" if r["setting"] == DEFAULT_SETTING[study] else "")
+                          for r in sub])
+        ax.invert_yaxis()
+        ax.axvline(0, color="0.2", lw=0.8)
+        tables = sorted({r["paper_table"] for r in sub if r["paper_table"]})
+        ax.set_title(f"{study}" + (f" (paper Table {', '.join(map(str, tables))})" if tables else ""),
+                     fontsize=10, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("error minus the default SE model's error (percentage points; < 0 = better)")
+    axes[0, 0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# --- SE knock-out (paper section 7) ------------------------------------------------------------------------------
+EDITS: tuple[str, ...] = ("off", "overall_mean", "class_mean")
+
+
+def default_knockout_scopes(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """(label, block names) to edit: every single block of the last stage, every stage, every stage from the end
+    (the last stage, the last two, ...), and all blocks."""
+    names = hooks.se_block_names(model)
+    if not names:
+        raise ValueError("the model has no SE blocks to knock out")
+    stages: dict[str, list[str]] = {}
+    for n in names:
+        stages.setdefault(n.rsplit("_", 1)[0], []).append(n)
+    order = list(stages)
+    scopes: list[tuple[str, list[str]]] = [(n, [n]) for n in stages[order[-1]]]
+    scopes += [(f"{s}_* (stage {s.split('_')[1]})", stages[s]) for s in order]
+    for k in range(2, len(order)):
+        tail = order[-k:]
+        scopes.append((f"stages {'+'.join(s.split('_')[1] for s in tail)}", [b for s in tail for b in stages[s]]))
+    scopes.append(("all blocks", names))
+    return scopes
+
+
+def _edits_for(kind: str, blocks: Sequence[str], stats: hooks.ExcitationStats | None,
+               cls: int | None = None) -> dict[str, hooks.Edit]:
+    if kind == "off":
+        return {b: hooks.Off() for b in blocks}
+    if stats is None:
+        raise ValueError(f"edit {kind!r} needs ExcitationStats (hooks.excitation_stats)")
+    missing = [b for b in blocks if b not in stats.block_names]
+    if missing:
+        raise ValueError(f"the statistics have no block(s) {missing}; they cover {stats.block_names}")
+    if kind == "overall_mean":
+        return {b: hooks.Replace(stats.overall_mean[b]) for b in blocks}
+    if kind == "class_mean":
+        return {b: hooks.Replace(stats.mean[b][cls]) for b in blocks}
+    raise ValueError(f"unknown edit {kind!r}; expected one of {EDITS}")
+
+
+@torch.no_grad()
+def knockout_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, kind: str,
+                      blocks: Sequence[str], stats: hooks.ExcitationStats | None = None,
+                      batch_size: int = 500, bf16: bool = False) -> float:
+    """Accuracy (0..1) of ``model`` on uint8 ``images`` (N, 3, H, W) with ``labels`` (N,) while ``blocks`` are edited.
+
+    ``kind``: ``"off"`` (``s = 1``, hooks.Off), ``"overall_mean"`` (every image gets the mean excitation over all
+    images, hooks.Replace), or ``"class_mean"`` (every image gets the mean excitation of its *true* class: an oracle
+    that tells how much of the excitation's effect is class information rather than per-image detail).
+    """
+    from .evaluate import predict_logits
+
+    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise ValueError(f"need as many labels as images (and at least one), got {images.shape[0]} images and "
+                         f"{labels.shape[0]} labels")
+    if kind != "class_mean":
+        with hooks.steer(model, _edits_for(kind, blocks, stats)):
+            preds = predict_logits(model, images, batch_size, bf16).argmax(1)
+        return float((preds == labels).double().mean())
+    correct = 0
+    for cls in labels.unique().tolist():
+        idx = (labels == cls).nonzero().squeeze(1)
+        with hooks.steer(model, _edits_for(kind, blocks, stats, cls)):
+            preds = predict_logits(model, images[idx], batch_size, bf16).argmax(1)
+        correct += int((preds == cls).sum())
+    return correct / labels.shape[0]
+
+
+def se_knockout_table(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, stats: hooks.ExcitationStats | None = None,
+    scopes: Sequence[tuple[str, Sequence[str]]] | None = None, edits: Sequence[str] = EDITS,
+    batch_size: int = 500, bf16: bool = False,
+) -> list[dict[str, Any]]:
+    """Test accuracy when SE blocks are switched off or their excitations replaced, one record per (edit, scope).
+
+    ``images`` uint8 (N, 3, H, W), ``labels`` (N,); ``stats`` from ``hooks.excitation_stats`` (needed for the
+    mean edits; for a fair "overall mean" compute it on other images than the ones evaluated). ``scopes``: (label,
+    block names) pairs, default ``default_knockout_scopes(model)``. The first record is the unedited model
+    (edit ``"none"``). Records: edit, scope, blocks (list of names), accuracy (0..1), delta (accuracy minus the
+    unedited accuracy).
+    """
+    from .evaluate import predict_logits
+
+    unknown = [e for e in edits if e not in EDITS]
+    if unknown:
+        raise ValueError(f"unknown edit(s) {unknown}; expected some of {EDITS}")
+    scopes = default_knockout_scopes(model) if scopes is None else [(str(a), list(b)) for a, b in scopes]
+    for _, blocks in scopes:
+        hooks.resolve_blocks(model, list(blocks))  # clear error for a name the model does not have
+    with torch.no_grad():
+        base = float((predict_logits(model, images, batch_size, bf16).argmax(1) == labels).double().mean())
+    records = [dict(edit="none", scope="unedited", blocks=[], accuracy=base, delta=0.0)]
+    for kind in edits:
+        for label, blocks in scopes:
+            acc = knockout_accuracy(model, images, labels, kind, blocks, stats, batch_size, bf16)
+            records.append(dict(edit=kind, scope=label, blocks=list(blocks), accuracy=acc, delta=acc - base))
+    return records
+
+
+def plot_knockout(records: Sequence[Mapping[str, Any]], figsize: tuple[float, float] | None = None):
+    """Horizontal bars of the accuracy change of every (edit, scope) record of ``se_knockout_table``. Returns the
+    Figure."""
+    import matplotlib.pyplot as plt
+
+    base = next((r for r in records if r["edit"] == "none"), None)
+    rest = [r for r in records if r["edit"] != "none"]
+    if not rest:
+        raise ValueError("no edited records to plot (se_knockout_table output expected)")
+    scopes = list(dict.fromkeys(r["scope"] for r in rest))
+    kinds = list(dict.fromkeys(r["edit"] for r in rest))
+    labels = {"off": "SE off (s = 1)", "overall_mean": "s = mean over all images",
+              "class_mean": "s = mean of the image's true class (oracle)"}
+    colors = {"off": "tab:red", "overall_mean": "tab:blue", "class_mean": "tab:green"}
+    fig, ax = plt.subplots(figsize=figsize or (7.5, 0.9 + 0.32 * len(scopes) * max(1, len(kinds)) / 1.5))
+    h = 0.8 / len(kinds)
+    for k, kind in enumerate(kinds):
+        vals = {r["scope"]: 100 * r["delta"] for r in rest if r["edit"] == kind}
+        ys = [i - 0.4 + h * (k + 0.5) for i in range(len(scopes))]
+        ax.barh(ys, [vals.get(s, float("nan")) for s in scopes], height=h, color=colors.get(kind),
+                label=labels.get(kind, kind))
+    ax.set_yticks(range(len(scopes)), scopes)
+    ax.invert_yaxis()
+    ax.axvline(0, color="0.2", lw=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel("change in test accuracy (percentage points)")
+    if base is not None:
+        ax.set_title(f"Editing SE excitations (unedited accuracy {100 * base['accuracy']:.1f}%)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+# --- command line ------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m seresnet.ablation", description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", nargs="*", default=None, help="names from ABLATIONS (default: all)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--train-limit", type=int, default=1000, help="training images (0 = all 50,000)")
+    p.add_argument("--test-limit", type=int, default=1000, help="test images (0 = all 10,000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="CIFAR-10 data root (default: $SERESNET_DATA or data/)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None, help="results JSON (written when all variants are done)")
+    p.add_argument("--no-resume", dest="resume", action="store_false")
+    p.add_argument("--list", action="store_true", help="list the variants and exit")
+    args = p.parse_args(argv)
+    if args.list:
+        for v in ABLATIONS:
+            print(f"{v.name:<24} {v.model:<12} {v.overrides}")
+        return 0
+    try:
+        state = run_ablations(get_variants(args.variants), args.epochs, args.train_limit or None,
+                              args.test_limit or None, args.seed, args.out, data=args.data, threads=args.threads,
+                              resume=args.resume, progress=True)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(ablation_table(state)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,255 @@
+"""seresnet.ablation: a tiny ablation sweep, its stored results, the SE knock-out table and the paper's numbers.
+
+Training data comes from the shipped 1,000-image sample written out as a small CIFAR-style image folder, so these
+tests never need the full data set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+from seresnet import ablation, hooks  # noqa: E402
+from seresnet import train as train_mod  # noqa: E402
+from seresnet.data import CIFAR10_CLASSES, TensorBatches, load_sample  # noqa: E402
+from seresnet.evaluate import evaluate, predict_logits  # noqa: E402
+from seresnet.model import count_params, create_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_sample()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, sample):
+    """A CIFAR-10 image folder root/{train,test}/<class>/NNNN.png built from the shipped sample (train: images
+    0..14 of every class, test: images 15..24)."""
+    from torchvision.io import write_png
+
+    images, labels = sample
+    root = tmp_path_factory.mktemp("cifar")
+    for split, lo, hi in (("train", 0, 15), ("test", 15, 25)):
+        for k, name in enumerate(CIFAR10_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            idx = (labels == k).nonzero().squeeze(1)[lo:hi]
+            for j, i in enumerate(idx.tolist()):
+                write_png(images[i], str(folder / f"{j:04d}.png"))
+    return root
+
+
+def _tiny(variants, out, data_root, **kw):
+    return ablation.run_ablations(variants, epochs=1, train_limit=128, test_limit=100, seed=0, out_json=out,
+                                  data=data_root, threads=None, **kw)
+
+
+# --- running and storing ---------------------------------------------------------------------------------------
+def test_tiny_run_writes_well_formed_results(tmp_path, data_root):
+    variant = ablation.get_variants(["SE in stage 3 only"])[0]
+    out = tmp_path / "results.json"
+    state = _tiny([variant], out, data_root)
+    assert out.is_file() and not (tmp_path / "results.json.partial").exists()
+    on_disk = json.loads(out.read_text())
+    assert on_disk["format"] == "seresnet.ablations/1"
+    assert on_disk["budget"]["epochs"] == 1 and on_disk["budget"]["train_limit"] == 128
+    assert on_disk["budget"]["seed"] == 0 and on_disk["finished"]
+    loaded = ablation.load_ablation_results(out)
+    assert len(loaded["results"]) == 1
+    rec = loaded["results"][0]
+    for key in ("name", "overrides", "params", "test_acc", "epochs", "train_images", "seconds", "machine", "date"):
+        assert key in rec, key
+    assert rec["name"] == "SE in stage 3 only" and rec["model"] == "se_resnet20"
+    assert rec["overrides"] == {"se_stages": (3,)}  # the tuple survives the JSON round trip
+    expected_params = count_params(create_model("se_resnet20", se_stages=(3,)))
+    assert rec["params"] == expected_params
+    assert expected_params < count_params(create_model("se_resnet20"))
+    assert rec["epochs"] == 1 and len(rec["history"]) == 1
+    assert rec["train_images"] == 128 and rec["test_images"] == 100
+    # the accuracy is a fraction of 100 test images
+    assert 0 <= rec["test_acc"] <= 1 and abs(rec["test_acc"] * 100 - round(rec["test_acc"] * 100)) < 1e-6
+    assert rec["seconds"] > 0 and state["results"][0]["test_acc"] == rec["test_acc"]
+
+
+def test_failed_sweep_keeps_previous_results_and_resumes(tmp_path, data_root, monkeypatch):
+    out = tmp_path / "results.json"
+    good = {"format": "seresnet.ablations/1", "budget": {}, "results": [{"name": "old", "study": "reference",
+                                                                          "test_acc": 0.9, "overrides": {}}]}
+    out.write_text(json.dumps(good))
+    variants = ablation.get_variants(["no SE (resnet20)", "r=8"])
+    real_train = train_mod.train
+    calls = []
+
+    def failing_second(cfg, **kw):
+        calls.append(cfg.model)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash")
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(train_mod, "train", failing_second)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _tiny(variants, out, data_root)
+    assert json.loads(out.read_text()) == good  # the earlier complete results are untouched
+    partial = json.loads((tmp_path / "results.json.partial").read_text())
+    assert [r["name"] for r in partial["results"]] == ["no SE (resnet20)"]
+
+    calls.clear()
+    monkeypatch.setattr(train_mod, "train", lambda cfg, **kw: (calls.append(cfg.model), real_train(cfg, **kw))[1])
+    state = _tiny(variants, out, data_root)
+    assert calls == ["se_resnet20"]  # the finished variant was picked up from the partial file, not retrained
+    assert [r["name"] for r in state["results"]] == ["no SE (resnet20)", "r=8"]
+    assert [r["name"] for r in ablation.load_ablation_results(out)["results"]] == ["no SE (resnet20)", "r=8"]
+    assert not (tmp_path / "results.json.partial").exists()
+
+
+def test_bad_input_fails_before_training(tmp_path, data_root, monkeypatch):
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("trained despite bad input"))
+    with pytest.raises(ValueError, match="unknown ablation variant"):
+        ablation.get_variants(["r=3"])
+    with pytest.raises(ValueError):
+        _tiny([ablation.Variant("bad", "gate", "x", overrides=dict(gate="softmax"))], tmp_path / "x.json", data_root)
+    with pytest.raises(ValueError, match="unique"):
+        _tiny([ablation.ABLATIONS[0], ablation.ABLATIONS[0]], None, data_root)
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a seresnet ablation results file"):
+        ablation.load_ablation_results(bad)
+    with pytest.raises(FileNotFoundError):
+        ablation.load_ablation_results(tmp_path / "missing.json")
+
+
+def test_ablations_cover_the_paper_studies():
+    names = [v.name for v in ablation.ABLATIONS]
+    assert len(set(names)) == len(names)
+    for v in ablation.ABLATIONS:
+        create_model(v.model, **v.overrides)  # every variant builds
+    studies = {v.study for v in ablation.ABLATIONS}
+    assert set(ablation.STUDIES) <= studies and "reference" in studies
+    settings = {(v.study, v.setting) for v in ablation.ABLATIONS}
+    for s in ("2", "4", "8", "32", "no SE"):
+        assert ("reduction", s) in settings
+    assert {("integration", m) for m in ("pre", "post", "identity")} <= settings
+    assert {("stages", s) for s in ("2", "3", "4")} <= settings
+    assert {("gate", g) for g in ("tanh", "relu", "hard_sigmoid")} <= settings
+
+
+# --- the paper's numbers ---------------------------------------------------------------------------------------
+def test_paper_numbers_present():
+    rows = ablation.PAPER_ABLATIONS
+    assert {r["table"] for r in rows} >= {10, 11, 12, 13, 14}
+    # the default SE-ResNet-50 is the same model in every table: 22.28 / 6.03 (paper Tables 10-14)
+    for study, setting in ablation.DEFAULT_SETTING.items():
+        row = ablation.paper_row(study, setting)
+        assert row is not None and (row["top1"], row["top5"]) == (22.28, 6.03)
+    assert ablation.paper_row("reduction", "no SE")["top1"] == 23.30
+    assert ablation.paper_row("reduction", "2")["params_m"] == 45.7
+    assert (ablation.paper_row("gate", "relu")["top1"], ablation.paper_row("gate", "tanh")["top1"]) == (23.47, 23.00)
+    assert ablation.paper_row("squeeze", "max")["top1"] == 22.57
+    assert ablation.paper_row("integration", "identity")["top1"] == 22.20
+    assert ablation.paper_row("stages", "4")["table"] == 13
+    assert ablation.paper_row("gate", "hard_sigmoid") is None  # not in the paper
+    for r in rows:
+        assert 0 < r["top5"] < r["top1"] < 30
+
+
+def test_table_and_plot_from_results():
+    fake = {"results": [
+        dict(name="SE (default)", study="reference", setting="default", test_acc=0.80, params=10, test_images=1000),
+        dict(name="r=8", study="reduction", setting="8", test_acc=0.81, params=11, test_images=1000),
+        dict(name="gate=relu", study="gate", setting="relu", test_acc=0.75, params=10, test_images=1000),
+        dict(name="seed", study="noise", setting="seed+1", test_acc=0.795, params=10, test_images=1000),
+    ]}
+    rows = ablation.ablation_table(fake)
+    by = {(r["study"], r["setting"]): r for r in rows}
+    assert math.isclose(by[("reduction", "8")]["d_err"], (19.0 - 20.0))
+    assert math.isclose(by[("gate", "relu")]["d_err"], 25.0 - 20.0)
+    assert math.isclose(by[("gate", "relu")]["paper_d_top1"], 23.47 - 22.28)
+    assert by[("squeeze", "avg")]["d_err"] == 0  # the reference appears in every study
+    assert math.isclose(by[("noise", "seed+1")]["d_err"], 20.5 - 20.0)
+    md = ablation.format_table(rows)
+    assert md.count("\n") == len(rows) + 1 and "23.47" in md
+    fig = ablation.plot_ablations(fake)
+    assert len(fig.axes) == len(ablation.STUDIES)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+# --- knock-out table -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def knockout_setup(sample):
+    torch.manual_seed(0)
+    model = create_model("se_resnet20").eval()
+    # random BN statistics and SE biases: excitations that vary between images, as in a trained model
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.weight.uniform_(0.5, 1.5)
+        for se in model.se_blocks().values():
+            se.excitation.fc2.bias.normal_(0, 2)
+    images, labels = sample
+    idx = torch.arange(0, 1000, 12)  # 8 or 9 images per class
+    images = images[idx]
+    # labels := the unedited model's own predictions, so its accuracy is exactly 1 and any change is the edit's
+    preds = predict_logits(model, images).argmax(1)
+    true_labels = labels[idx]
+    stats = hooks.excitation_stats(model, TensorBatches(images, true_labels, 84), 10)
+    return model, images, preds, true_labels, stats
+
+
+def test_knockout_table_matches_direct_evaluation(knockout_setup):
+    model, images, preds, _, stats = knockout_setup
+    scopes = [("SE_4_3", ["SE_4_3"]), ("all", hooks.se_block_names(model))]
+    records = ablation.se_knockout_table(model, images, preds, stats, scopes=scopes, edits=("off", "overall_mean"))
+    assert records[0]["edit"] == "none" and records[0]["accuracy"] == 1.0
+    assert len(records) == 1 + 2 * len(scopes)
+    for rec in records[1:]:
+        if rec["edit"] == "off":
+            edits = {b: hooks.Off() for b in rec["blocks"]}
+        else:
+            edits = {b: hooks.Replace(stats.overall_mean[b]) for b in rec["blocks"]}
+        with hooks.steer(model, edits):
+            direct = evaluate(model, images, preds).accuracy
+        assert rec["accuracy"] == pytest.approx(direct, abs=1e-12), rec["scope"]
+        assert rec["delta"] == pytest.approx(direct - 1.0, abs=1e-12)
+    assert any(r["delta"] < 0 for r in records[1:])  # the edits really change predictions
+    assert evaluate(model, images, preds).accuracy == 1.0  # and nothing is left attached afterwards
+
+
+def test_class_mean_edit_uses_each_images_true_class(knockout_setup):
+    model, images, _, true_labels, stats = knockout_setup
+    blocks = ["SE_4_1", "SE_4_2"]
+    acc = ablation.knockout_accuracy(model, images, true_labels, "class_mean", blocks, stats)
+    correct = 0
+    for k in range(10):  # every image evaluated under each class's mean; keep the image's own class
+        with hooks.steer(model, {b: hooks.Replace(stats.mean[b][k]) for b in blocks}):
+            p = predict_logits(model, images).argmax(1)
+        mine = true_labels == k
+        correct += int((p[mine] == k).sum())
+    assert acc == pytest.approx(correct / len(true_labels), abs=1e-12)
+
+
+def test_default_scopes_and_errors(knockout_setup):
+    model, images, preds, _, stats = knockout_setup
+    scopes = dict(ablation.default_knockout_scopes(model))
+    assert scopes["SE_4_3"] == ["SE_4_3"]
+    assert scopes["all blocks"] == hooks.se_block_names(model)
+    assert scopes["stages 3+4"] == ["SE_3_1", "SE_3_2", "SE_3_3", "SE_4_1", "SE_4_2", "SE_4_3"]
+    with pytest.raises(ValueError, match="unknown edit"):
+        ablation.se_knockout_table(model, images, preds, stats, edits=("zero",))
+    with pytest.raises(ValueError, match="needs ExcitationStats"):
+        ablation.knockout_accuracy(model, images, preds, "overall_mean", ["SE_4_3"], None)
+    with pytest.raises(ValueError, match="no SE block matches"):
+        ablation.se_knockout_table(model, images, preds, stats, scopes=[("x", ["SE_9_9"])])
+    with pytest.raises(ValueError, match="no SE blocks"):
+        ablation.default_knockout_scopes(create_model("resnet20"))
+    fig = ablation.plot_knockout(ablation.se_knockout_table(model, images[:20], preds[:20], stats,
+                                                            scopes=[("SE_4_3", ["SE_4_3"])]))
+    assert len(fig.axes) == 1
