@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .convert import StateDictMismatchError, load_state_dict_strict
 from .model import SEResNet, SEResNetConfig
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -41,25 +42,14 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_into(model: SEResNet, state_dict: dict[str, torch.Tensor], source: str = "state dict") -> SEResNet:
-    """Load weights strictly, raising a ``ValueError`` that names missing, unexpected and mis-shaped keys."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    shapes = [f"{k}: expected {tuple(own[k].shape)}, got {tuple(state_dict[k].shape)}"
-              for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-        if shapes:
-            parts.append("mis-shaped " + "; ".join(shapes[:8]))
-        raise ValueError(f"{source} does not fit this {model.config.style} depth-{model.config.depth} model "
-                         f"(integration={model.config.integration}, num_classes={model.num_classes}): "
-                         + "; ".join(parts))
-    model.load_state_dict(state_dict)
-    return model
+    """Load weights strictly; a ``StateDictMismatchError`` (a ``ValueError``) names missing, unexpected and
+    mis-shaped keys and says which architecture was expected."""
+    try:
+        return load_state_dict_strict(model, state_dict)
+    except StateDictMismatchError as exc:
+        c = model.config
+        raise StateDictMismatchError(f"{source} does not fit a {c.style} depth-{c.depth} model with "
+                                     f"integration={c.integration!r}, num_classes={c.num_classes}. {exc}") from None
 
 
 def load_pretrained(name: str, **overrides: Any) -> SEResNet:
