@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyBboxPatch, Patch
@@ -42,8 +43,11 @@ __all__ = [
     "architecture_explorer",
     "compare_with_paper",
     "draw_integration_variants",
+    "integration_costs",
     "integration_layout",
     "meta_model",
+    "plot_se_steps",
+    "plot_stage_costs",
     "se_cost",
     "se_cost_explorer",
     "se_param_formula",
@@ -289,6 +293,52 @@ def se_cost_explorer(channels: int = 256, reduction: int = 16, block: str = "bot
     return SECostExplorer(channels, reduction, block)
 
 
+def plot_se_steps(
+    z: torch.Tensor, s: torch.Tensor, image: torch.Tensor | None = None, title: str | None = None,
+    fig: Figure | None = None,
+) -> Figure:
+    """One image through an SE block: the image (optional), its squeeze ``z`` and its excitation ``s`` per channel.
+
+    ``z`` and ``s`` are (C,) (or (1, C)); ``image`` is uint8 (3, H, W). Channels are in their natural order in both
+    bar charts so a channel can be followed from ``z`` to ``s``.
+    """
+    z = torch.as_tensor(z).detach().float().reshape(-1)
+    s = torch.as_tensor(s).detach().float().reshape(-1)
+    if z.shape != s.shape:
+        raise ValueError(f"z and s must have the same number of channels, got {tuple(z.shape)} and {tuple(s.shape)}")
+    n = 3 if image is not None else 2
+    if fig is None:
+        fig = Figure(figsize=(4.2 * n, 3.2), layout="constrained")
+    else:
+        fig.clear()
+    axes = list(fig.subplots(1, n, width_ratios=[0.6, 1, 1] if n == 3 else None))
+    if image is not None:
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be (3, H, W), got {tuple(image.shape)}")
+        ax = axes.pop(0)
+        ax.imshow(image.permute(1, 2, 0).cpu().numpy())
+        ax.set_title("input image")
+        ax.set_xlabel(f"{image.shape[2]} px")
+        ax.set_ylabel(f"{image.shape[1]} px")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ch = np.arange(z.numel())
+    axes[0].bar(ch, z.numpy(), color="#7da7d9", width=0.9)
+    axes[0].set_xlabel("channel c")
+    axes[0].set_ylabel("z_c (mean of u_c over H x W)")
+    axes[0].set_title("Squeeze: one number per channel")
+    axes[1].bar(ch, s.numpy(), color="#f4a259", width=0.9)
+    axes[1].axhline(0.5, color="gray", lw=0.8, ls="--", label="s = 0.5 (gate half open)")
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_xlabel("channel c")
+    axes[1].set_ylabel("s_c = gate output")
+    axes[1].set_title("Excitation: a weight per channel")
+    axes[1].legend(fontsize="small", loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 # --- where the block sits: diagrams -----------------------------------------------------------------------------
 _BRANCH = {
     "bottleneck": ["1x1 conv\nBN, ReLU", "3x3 conv\nBN, ReLU", "1x1 conv\nBN"],
@@ -520,6 +570,59 @@ def compare_with_paper_view(records: list[dict[str, Any]]) -> Table:
                                    "paper_gflops": "paper GFLOPs", "gflops_source": "GFLOPs source"},
                  formats={"gmacs": ".3f", "paper_gflops": ".2f"},
                  title="Parameters and multiply-adds: ours vs the paper and published implementations")
+
+
+def integration_costs(model: str = "se_resnet50", **overrides: Any) -> list[dict[str, Any]]:
+    """Parameters, SE parameters and multiply-adds of ``model`` with every integration mode its units support,
+    and, for SE-ResNet-50, the paper's ImageNet top-1 / top-5 error (Tables 10, 14, 15).
+
+    Records: ``integration``, ``params``, ``se_params``, ``gmacs``, ``paper_top1_top5``.
+    """
+    base = get_config(model, **overrides)
+    rows = []
+    for mode in ("none", "standard", "pre", "post", "identity", "3x3"):
+        if mode == "3x3" and base.block != "bottleneck":
+            continue
+        recs = stage_table(base.replace(integration=mode))
+        rows.append({"integration": mode, "params": sum(r["params"] for r in recs),
+                     "se_params": sum(r["se_params"] for r in recs), "gmacs": sum(r["macs"] for r in recs) / 1e9,
+                     # the paper's ablation used SE-ResNet-50 only
+                     "paper_top1_top5": (PAPER_INTEGRATION_RESULTS[mode].replace("\n", " ")
+                                         if model == "se_resnet50" and not overrides else None)})
+    return rows
+
+
+def plot_stage_costs(records: list[dict[str, Any]], title: str | None = None, fig: Figure | None = None) -> Figure:
+    """Where a network's parameters and multiply-adds are, per ``stage_table`` row: SE parameters stacked on the
+    rest (left) and multiply-adds (right)."""
+    if not records:
+        raise ValueError("records is empty: pass stage_table(model)")
+    if fig is None:
+        fig = Figure(figsize=(10, 3.4), layout="constrained")
+    else:
+        fig.clear()
+    ax_p, ax_m = fig.subplots(1, 2)
+    names = [r["stage"] for r in records]
+    se = np.array([r["se_params"] for r in records], dtype=float)
+    rest = np.array([r["params"] for r in records], dtype=float) - se
+    ax_p.bar(names, rest / 1e6, color="#7da7d9", label="convs, BN, fc")
+    ax_p.bar(names, se / 1e6, bottom=rest / 1e6, color="#f4a259", label="SE blocks")
+    total_se = se.sum()
+    for i, v in enumerate(se):
+        if total_se and v:
+            ax_p.text(i, (rest[i] + v) / 1e6, f"SE {100 * v / total_se:.0f}%", ha="center", va="bottom", fontsize=8)
+    ax_p.set_xlabel("stage")
+    ax_p.set_ylabel("parameters (millions)")
+    ax_p.set_title("Parameters per stage (labels: share of all SE params)")
+    ax_p.legend(fontsize="small", loc="upper left")
+    ax_m.bar(names, [r["macs"] / 1e9 for r in records], color="#9bc59d", label="multiply-adds")
+    ax_m.set_xlabel("stage")
+    ax_m.set_ylabel("multiply-adds (G) per image")
+    ax_m.set_title("Multiply-adds per stage")
+    ax_m.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
 
 
 class ArchitectureExplorer:

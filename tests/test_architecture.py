@@ -89,14 +89,18 @@ def test_se_cost_explorer_updates_figure_and_text() -> None:
 
 
 def test_se_cost_explorer_redraw_is_fast() -> None:
+    """A slider move must redraw well under half a second. The CPU time of this process is asserted (wall time on
+    a shared, overloaded CI machine measures the other jobs too); both are printed."""
     ex = A.se_cost_explorer()
-    times = []
+    wall, cpu = [], []
     for r in (8, 4, 2, 16, 32, 64, 1):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         ex.reduction.value = r
-        times.append(time.perf_counter() - t)
-    print(f"SE cost explorer redraw: median {1000 * statistics.median(times):.0f} ms, max {1000 * max(times):.0f} ms")
-    assert statistics.median(times) < 0.5
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    print(f"SE cost explorer redraw: CPU median {1000 * statistics.median(cpu):.0f} ms, "
+          f"wall median {1000 * statistics.median(wall):.0f} ms (max {1000 * max(wall):.0f} ms)")
+    assert statistics.median(cpu) < 0.5
 
 
 def test_se_cost_explorer_bad_start_values() -> None:
@@ -281,3 +285,46 @@ def test_architecture_explorer_follows_the_controls() -> None:
 def _meta(cfg) -> SEResNet:
     with torch.device("meta"):
         return SEResNet(cfg)
+
+
+def test_integration_costs_count_real_models() -> None:
+    rows = {r["integration"]: r for r in A.integration_costs("se_resnet20")}
+    assert "3x3" not in rows  # basic units have no SE_3x3
+    for mode, r in rows.items():
+        real = create_model("se_resnet20", integration=mode)
+        assert r["params"] == count_params(real)
+        assert r["se_params"] == sum(count_params(b) for b in real.se_blocks().values())
+        assert r["paper_top1_top5"] is None  # the paper's ablation numbers belong to SE-ResNet-50
+    big = {r["integration"]: r for r in A.integration_costs("se_resnet50")}
+    assert big["standard"]["params"] == 28_088_024 and big["none"]["params"] == 25_557_032
+    assert big["3x3"]["se_params"] < big["standard"]["se_params"] / 10  # SE on C/4 channels: far fewer params
+    assert "22.28 / 6.03" in big["standard"]["paper_top1_top5"]
+
+
+def test_plot_stage_costs_bars_equal_records() -> None:
+    rows = A.stage_table("se_resnet50")
+    fig = A.plot_stage_costs(rows, title="SE-ResNet-50")
+    ax_p, ax_m = fig.axes
+    n = len(rows)
+    rest, se = ax_p.patches[:n], ax_p.patches[n:]
+    assert [p.get_height() * 1e6 for p in rest] == pytest.approx([r["params"] - r["se_params"] for r in rows])
+    assert [p.get_height() * 1e6 for p in se] == pytest.approx([r["se_params"] for r in rows], abs=1e-3)
+    assert [p.get_height() * 1e9 for p in ax_m.patches] == pytest.approx([r["macs"] for r in rows])
+    assert "SE 62%" in [t.get_text() for t in ax_p.texts]  # paper section 4: 62% of SE params in the last stage
+    with pytest.raises(ValueError, match="empty"):
+        A.plot_stage_costs([])
+
+
+def test_plot_se_steps_bars_equal_inputs() -> None:
+    z, s = torch.randn(16), torch.rand(1, 16)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    fig = A.plot_se_steps(z, s, image=image, title="x")
+    img_ax, z_ax, s_ax = fig.axes
+    assert [p.get_height() for p in z_ax.patches] == pytest.approx(z.tolist())
+    assert [p.get_height() for p in s_ax.patches] == pytest.approx(s[0].tolist())
+    assert (img_ax.images[0].get_array() == image.permute(1, 2, 0).numpy()).all()
+    for ax in fig.axes:
+        assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+    assert len(A.plot_se_steps(z, s[0]).axes) == 2
+    with pytest.raises(ValueError, match="same number of channels"):
+        A.plot_se_steps(torch.randn(3), torch.rand(4))
