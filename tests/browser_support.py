@@ -129,8 +129,14 @@ class JupyterLab:
     runtime_dir: Path
     _descendants: set[int] = field(default_factory=set)
 
-    def lab_url(self, path: str) -> str:
-        """URL that opens `path` (relative to root_dir) in JupyterLab, logging in with the token."""
+    def lab_url(self, path: str, workspace: str | None = None) -> str:
+        """URL that opens `path` (relative to root_dir) in JupyterLab, logging in with the token.
+
+        With `workspace`, a named workspace reset to empty, so tabs of earlier pages are not restored (each restored
+        notebook tab would start a kernel of its own).
+        """
+        if workspace:
+            return f"{self.url}lab/workspaces/{workspace}/tree/{path}?reset&token={self.token}"
         return f"{self.url}lab/tree/{path}?token={self.token}"
 
     def api(self, method: str, path: str, token: bool = True, timeout: float = 10.0) -> tuple[int, Any]:
@@ -512,8 +518,14 @@ class NotebookPage:
         self.screenshot_dir = Path(screenshot_dir)
         self.screenshot_dir.mkdir(parents=True, exist_ok=True)
         self.console_errors: list[str] = []
+        self.timings: dict[str, float] = {}  # phase -> seconds since the NotebookPage was made
+        self._t0 = time.monotonic()
         page.on("console", lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None)
         page.on("pageerror", lambda exc: self.console_errors.append(f"pageerror: {exc}"))
+
+    def mark(self, phase: str) -> None:
+        """Record that `phase` ended now (seconds since start), for the timing summary."""
+        self.timings[phase] = round(time.monotonic() - self._t0, 1)
 
     # --- navigation -------------------------------------------------------------------------------------------------
 
@@ -522,9 +534,10 @@ class NotebookPage:
         """Locator of the notebook's panel (toolbar + cells) in the main area."""
         return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first
 
-    def open(self, timeout: float = 90.0) -> None:
+    def open(self, timeout: float = 150.0) -> None:
         """Open the notebook (URL lab/tree/<name>), accept a kernel-selection dialog if one appears, wait for idle."""
-        self.page.goto(self.server.lab_url(self.name), timeout=timeout * 1000)
+        workspace = "e2e-" + re.sub(r"[^A-Za-z0-9_-]", "-", Path(self.name).stem)
+        self.page.goto(self.server.lab_url(self.name, workspace), timeout=timeout * 1000)
         self.page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=timeout * 1000)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -735,6 +748,7 @@ class NotebookPage:
                 path = f"<no screenshot: {shot_exc}>"
             console = "\n".join(self.console_errors[-10:]) or "<none>"
             raise BrowserTestError(
-                f"{exc}\n\nscreenshot: {path}\nbrowser console errors (last 10):\n{console}\n"
+                f"{exc}\n\nscreenshot: {path}\nphases done (s): {self.timings}\n"
+                f"browser console errors (last 10):\n{console}\n"
                 f"server log tail:\n{self.server.log_tail(15)}"
             ) from exc

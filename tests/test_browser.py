@@ -130,6 +130,7 @@ def test_widgets_render_and_respond(pattern: str, server, browser, lab_root: Pat
 def _exercise_notebook(nb: NotebookPage, server) -> None:
     nb.open()
     nb.hide_left_sidebar()
+    nb.mark("open")
 
     # The default kernel must be the project's interpreter, i.e. the one running this test.
     kernels = server.kernel_processes()
@@ -139,7 +140,9 @@ def _exercise_notebook(nb: NotebookPage, server) -> None:
 
     nb.run_all()
     state = nb.wait_until_executed(RUN_ALL_TIMEOUT_S)
+    nb.mark("run all")
     apps = nb.wait_for_widgets()
+    nb.mark("widgets")
     _check_outputs(nb)
     assert state["done"] == state["total"] > 0
 
@@ -165,6 +168,7 @@ def _exercise_notebook(nb: NotebookPage, server) -> None:
     assert images1 != images0, "the plot image did not change after moving the slider"
     nb.screenshot("2-after-slider", slider_app)
     _check_page_matches_kernel(nb, server, slider_app, handle, "slider")
+    nb.mark("slider")
 
     # --- dropdown: open it with a click, choose the next entry with the keyboard ----------------------------------
     select = nb.app(dropdown_app).locator(".widget-dropdown select:not([disabled])").first
@@ -175,8 +179,10 @@ def _exercise_notebook(nb: NotebookPage, server) -> None:
     assert images2 != images1d, f"the plot image did not change after choosing {new_value!r} in the dropdown"
     nb.screenshot("3-after-dropdown", dropdown_app)
     _check_page_matches_kernel(nb, server, dropdown_app, select, "dropdown")
+    nb.mark("dropdown")
 
     _check_outputs(nb)  # the interactions raised nothing in the kernel either
+    print(f"{nb.name}: phases done at (s) {nb.timings}")
 
 
 def _squash(text: str) -> str:
