@@ -286,6 +286,18 @@ def _kill_pids(pids: set[int]) -> None:
             proc.kill()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGTERM when the test process dies, even if it is killed outright.
+
+    The server then shuts its kernels down itself, so a hard-killed test run leaves nothing behind.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def start_jupyterlab(root_dir: Path, state_dir: Path, python: str | None = None, timeout: float = 90.0) -> JupyterLab:
     """Start JupyterLab serving `root_dir` on 127.0.0.1 (free port, token auth on); wait until its API answers.
 
@@ -332,6 +344,7 @@ def start_jupyterlab(root_dir: Path, state_dir: Path, python: str | None = None,
             proc = subprocess.Popen(
                 cmd, cwd=root_dir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group, so a stuck server can be killed as a group
+                preexec_fn=_die_with_parent,
             )  # fmt: skip
         server = _wait_for_server(proc, dirs["runtime"], root_dir, log_path, timeout)
         if server is not None:
@@ -379,12 +392,18 @@ def jupyterlab(root_dir: Path, python: str | None = None) -> Iterator[JupyterLab
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+SIBLING_MAX_BYTES = 50 * 2**20
+
+
 def copy_notebook(src: Path, dst_dir: Path) -> Path:
     """Copy notebook `src` into `dst_dir` with all outputs and execution counts removed; returns the new path.
 
     Starting from a clean notebook means every widget and image seen in the browser was produced live by this run.
+    The other files and folders next to it (not notebooks, not checkpoints; files up to 50 MiB) are copied too, so
+    paths relative to the notebook work, while anything the notebook writes stays out of the repository.
     """
-    nb = json.loads(Path(src).read_text())
+    src, dst_dir = Path(src), Path(dst_dir)
+    nb = json.loads(src.read_text())
     if not isinstance(nb, dict) or "cells" not in nb:
         raise ValueError(f"{src} is not a notebook (expected nbformat JSON with a 'cells' list)")
     for cell in nb["cells"]:
@@ -392,7 +411,22 @@ def copy_notebook(src: Path, dst_dir: Path) -> Path:
             cell["outputs"] = []
             cell["execution_count"] = None
     nb.get("metadata", {}).pop("widgets", None)  # saved widget state would render stale views
-    dst = Path(dst_dir) / Path(src).name
+
+    def skip(folder: str, names: list[str]) -> set[str]:
+        def big(name: str) -> bool:
+            path = os.path.join(folder, name)
+            return os.path.isfile(path) and os.path.getsize(path) > SIBLING_MAX_BYTES
+
+        return {n for n in names if n in {".ipynb_checkpoints", "__pycache__"} or n.endswith(".ipynb") or big(n)}
+
+    siblings = [p.name for p in src.parent.iterdir()]
+    for name in set(siblings) - skip(str(src.parent), siblings):
+        sib = src.parent / name
+        if sib.is_dir():
+            shutil.copytree(sib, dst_dir / name, ignore=skip, dirs_exist_ok=True)
+        elif sib.is_file():
+            shutil.copy2(sib, dst_dir / name)
+    dst = dst_dir / src.name
     dst.write_text(json.dumps(nb, indent=1))
     return dst
 
