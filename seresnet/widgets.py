@@ -239,7 +239,7 @@ class SteeringExplorer(Explorer):
     """See :func:`steering_explorer`."""
 
     MAX_RUNS_CACHED = 64
-    MAX_BLOCKS_CACHED = 3
+    MAX_BLOCKS_CACHED = 2  # U of one block for N images is N * C * H * W floats (13 MB for 200 CIFAR images)
 
     def __init__(self, model: nn.Module, images: Any, labels: Any, class_names: Sequence[str],
                  normalize: Normalizer | None = None, batch_size: int = 256, dpi: int = 72,
