@@ -1,6 +1,7 @@
 """seresnet: Squeeze-and-Excitation ResNets (Hu et al., arXiv 1709.01507) with hooks to look inside them."""
 
 from .blocks import INTEGRATIONS, BasicBlock, Bottleneck
+from .hooks import Constant, ExcitationStats, Off, Replace, Scale, SECapture, capture, excitation_stats, steer
 from .model import (
     SEResNet,
     SEResNetConfig,
@@ -14,6 +15,15 @@ from .model import (
 from .se import ChannelScale, Excitation, SEBlock, Squeeze, se_hidden_width
 
 __all__ = [
+    "Constant",
+    "ExcitationStats",
+    "Off",
+    "Replace",
+    "Scale",
+    "SECapture",
+    "capture",
+    "excitation_stats",
+    "steer",
     "INTEGRATIONS",
     "BasicBlock",
     "Bottleneck",
