@@ -53,11 +53,27 @@ LAB_SETTINGS = {
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
-# A text/plain output that looks like a widget repr means the widget manager did not render the widget.
-WIDGET_REPR_RE = re.compile(
-    r"^\s*(interactive|[A-Z]\w*(Box|Slider|Dropdown|Image|HTML|HTMLMath|Label|Output|Button|Text|Textarea|Checkbox|"
-    r"ToggleButton|ToggleButtons|RadioButtons|Select|SelectMultiple|Tab|Accordion|Stack|Play|Progress))\("
-)
+
+def widget_repr_pattern() -> str:
+    """Regex for the text/plain repr of any widget class (ipywidgets' and the project's), e.g. "VBox(children=...".
+
+    An output showing such text means the widget manager did not render the widget (JupyterLab fell back to the
+    plain-text part of the output). Class names are collected from the installed packages, so other reprs that
+    merely look similar (matplotlib's "Text(0.5, 1.0, ...)", dataclasses) do not match.
+    """
+    import ipywidgets
+
+    with contextlib.suppress(ImportError):
+        import seresnet.widgets  # noqa: F401 - registers the project's widget subclasses
+
+    names, todo = set(), [ipywidgets.DOMWidget]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    names.add("interactive")
+    # Widget reprs use keyword arguments only ("IntSlider(value=3, ...)", "Output()"); matplotlib's Text does not.
+    return r"^\s*(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")\((\w+=|\))"
 
 
 class BrowserTestError(AssertionError):
@@ -552,6 +568,7 @@ class NotebookPage:
         self.screenshot_dir = Path(screenshot_dir)
         self.screenshot_dir.mkdir(parents=True, exist_ok=True)
         self.console_errors: list[str] = []
+        self._repr_pattern: str | None = None
         self.timings: dict[str, float] = {}  # phase -> seconds since the NotebookPage was made
         self._t0 = time.monotonic()
         page.on("console", lambda msg: self.console_errors.append(msg.text) if msg.type == "error" else None)
@@ -611,7 +628,9 @@ class NotebookPage:
 
     def output_problems(self) -> dict[str, Any]:
         """Error outputs, widget render errors, raw widget reprs, and the number of rendered widget views."""
-        return self.panel.evaluate(_JS_OUTPUT_PROBLEMS, [WIDGET_MIME, WIDGET_REPR_RE.pattern])
+        if self._repr_pattern is None:
+            self._repr_pattern = widget_repr_pattern()
+        return self.panel.evaluate(_JS_OUTPUT_PROBLEMS, [WIDGET_MIME, self._repr_pattern])
 
     def wait_until_executed(self, timeout: float) -> dict[str, Any]:
         """Wait until every non-empty code cell has an execution count and the kernel is idle.
