@@ -27,7 +27,7 @@ from matplotlib.patches import Circle, FancyBboxPatch, Patch
 from torch import nn
 
 from .blocks import INTEGRATIONS, BasicBlock, Bottleneck
-from .model import SEResNet, SEResNetConfig, count_macs, count_params, get_config, list_models
+from .model import SEResNet, SEResNetConfig, count_params, get_config, list_models
 from .report import FigureImage, Table
 from .se import SEBlock, se_hidden_width
 
@@ -119,11 +119,13 @@ def meta_model(config: SEResNetConfig) -> SEResNet:
 
 @dataclass(frozen=True)
 class _Profile:
-    """Shapes and multiply-adds of one forward pass of one image, per top-level child of the network."""
+    """Shapes and multiply-adds of one forward pass of one image, per top-level child of the network (``se_macs``:
+    the part spent in SE blocks)."""
 
     stem_conv_size: tuple[int, int]
     output_sizes: dict[str, tuple[int, int]]
     macs: dict[str, int]
+    se_macs: dict[str, int]
 
 
 @functools.lru_cache(maxsize=64)
@@ -131,6 +133,7 @@ def _profile(config: SEResNetConfig) -> _Profile:
     model = meta_model(config)
     sizes: dict[str, tuple[int, int]] = {}
     macs: dict[str, int] = {}
+    se_macs: dict[str, int] = {}
     handles = []
 
     def size_hook(name: str):
@@ -138,7 +141,7 @@ def _profile(config: SEResNetConfig) -> _Profile:
             sizes[name] = (int(out.shape[-2]), int(out.shape[-1])) if out.ndim == 4 else (1, 1)
         return hook
 
-    def mac_hook(top: str):
+    def mac_hook(top: str, in_se: bool):
         # Same rule as FlopCounterMode (one multiply-add per weight per output position); pooling, BN and the SE
         # scaling are not counted, as in the paper's FLOP counts.
         def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
@@ -147,13 +150,16 @@ def _profile(config: SEResNetConfig) -> _Profile:
             else:
                 k = module.in_features
             macs[top] = macs.get(top, 0) + out.numel() * k
+            if in_se:
+                se_macs[top] = se_macs.get(top, 0) + out.numel() * k
         return hook
 
     for name, child in model.named_children():
         handles.append(child.register_forward_hook(size_hook(name)))
+        in_se = {id(m) for se in child.modules() if isinstance(se, SEBlock) for m in se.modules()}
         for sub in child.modules():
             if isinstance(sub, (nn.Conv2d, nn.Linear)):
-                handles.append(sub.register_forward_hook(mac_hook(name)))
+                handles.append(sub.register_forward_hook(mac_hook(name, id(sub) in in_se)))
     handles.append(model.stem.conv.register_forward_hook(size_hook("stem.conv")))
     try:
         with torch.no_grad():
@@ -161,7 +167,7 @@ def _profile(config: SEResNetConfig) -> _Profile:
     finally:
         for h in handles:
             h.remove()
-    return _Profile(sizes.pop("stem.conv"), sizes, macs)
+    return _Profile(sizes.pop("stem.conv"), sizes, macs, se_macs)
 
 
 # --- the cost of an SE block ---------------------------------------------------------------------------------
@@ -489,7 +495,8 @@ def stage_table(model: SEResNet | SEResNetConfig | str, **overrides: Any) -> lis
     One record per row: ``stage`` (``conv1``, ``conv2_x``, ..., ``fc``), ``module`` (attribute path),
     ``output_size`` (``"56x56"``), ``block`` (list of layer specs of one unit, e.g. ``["1x1, 64", "3x3, 64",
     "1x1, 256"]``), ``se_fc`` (the SE FC widths ``[C/r, C]`` of the stage's units, or None), ``units``,
-    ``params``, ``se_params`` and ``macs`` (multiply-adds of one image at the config's ``input_size``).
+    ``params``, ``se_params``, ``macs`` (multiply-adds of one image at the config's ``input_size``) and
+    ``se_macs`` (the part of ``macs`` spent in SE blocks).
     """
     cfg = _config_of(model, **overrides)
     net = meta_model(cfg)
@@ -499,7 +506,7 @@ def stage_table(model: SEResNet | SEResNetConfig | str, **overrides: Any) -> lis
     records: list[dict[str, Any]] = [{
         "stage": "conv1", "module": "stem", "output_size": "x".join(map(str, prof.stem_conv_size)),
         "block": stem_block, "se_fc": None, "units": 1, "params": count_params(stem), "se_params": 0,
-        "macs": prof.macs.get("stem", 0),
+        "macs": prof.macs.get("stem", 0), "se_macs": 0,
     }]
     pool = getattr(stem, "pool", None)
     for i, (stage, name) in enumerate(zip(cfg.stage_numbers, net.stage_names)):
@@ -515,12 +522,13 @@ def stage_table(model: SEResNet | SEResNetConfig | str, **overrides: Any) -> lis
             "stage": f"conv{stage}_x", "module": name, "output_size": f"{h}x{w}", "block": spec, "se_fc": se_fc,
             "units": len(units), "params": count_params(units),
             "se_params": sum(count_params(u.se) for u in units if u.se is not None),
-            "macs": prof.macs.get(name, 0),
+            "macs": prof.macs.get(name, 0), "se_macs": prof.se_macs.get(name, 0),
         })
     records.append({
         "stage": "fc", "module": "fc", "output_size": "1x1",
         "block": ["global average pool", f"{cfg.num_classes}-d fc" if cfg.num_classes else "(no classifier)"],
         "se_fc": None, "units": 1, "params": count_params(net.fc), "se_params": 0, "macs": prof.macs.get("fc", 0),
+        "se_macs": 0,
     })
     return records
 
@@ -557,7 +565,8 @@ def compare_with_paper(models: Sequence[str] | None = None) -> list[dict[str, An
             rows.append({
                 "model": name, "stride_on": stride_on or "-", "params": count_params(net),
                 "reference_params": ref[0] if ref else None, "params_source": ref[1] if ref else None,
-                "gmacs": count_macs(net) / 1e9, "paper_gflops": paper,
+                # the traced per-layer sum equals count_macs (FlopCounterMode; tested) and is cached per config
+                "gmacs": sum(_profile(cfg).macs.values()) / 1e9, "paper_gflops": paper,
                 "gflops_source": "paper Table 2" if paper is not None else None,
             })
     return rows
@@ -611,14 +620,20 @@ def plot_stage_costs(records: list[dict[str, Any]], title: str | None = None, fi
     for i, v in enumerate(se):
         if total_se and v:
             ax_p.text(i, (rest[i] + v) / 1e6, f"SE {100 * v / total_se:.0f}%", ha="center", va="bottom", fontsize=8)
+    ax_p.margins(y=0.12)  # room for the labels above the bars
     ax_p.set_xlabel("stage")
     ax_p.set_ylabel("parameters (millions)")
     ax_p.set_title("Parameters per stage (labels: share of all SE params)")
     ax_p.legend(fontsize="small", loc="upper left")
     ax_m.bar(names, [r["macs"] / 1e9 for r in records], color="#9bc59d", label="multiply-adds")
+    for i, r in enumerate(records):
+        if r.get("se_macs"):
+            ax_m.text(i, r["macs"] / 1e9, f"SE {100 * r['se_macs'] / r['macs']:.2f}%", ha="center", va="bottom",
+                      fontsize=8)
+    ax_m.margins(y=0.12)
     ax_m.set_xlabel("stage")
     ax_m.set_ylabel("multiply-adds (G) per image")
-    ax_m.set_title("Multiply-adds per stage")
+    ax_m.set_title("Multiply-adds per stage (labels: SE's share)")
     ax_m.legend(fontsize="small")
     if title:
         fig.suptitle(title)

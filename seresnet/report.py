@@ -49,6 +49,7 @@ __all__ = [
     "history_summary",
     "model_colors",
     "plot_confusion",
+    "plot_confusions",
     "plot_history",
     "plot_per_class_accuracy",
     "sample_split_folder",
@@ -390,6 +391,23 @@ def plot_confusion(
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title or f"Confusion matrix (accuracy {result.accuracy:.3f})")
+    return fig
+
+
+def plot_confusions(
+    results: Mapping[str, EvalResult], class_names: Sequence[str] = CIFAR10_CLASSES, normalize: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """``plot_confusion`` for several models side by side (one panel per model, titled with its name)."""
+    if not results:
+        raise ValueError("results is empty: expected a dict model name -> EvalResult")
+    fig = Figure(figsize=(5.8 * len(results), 5), layout="constrained")
+    axes = fig.subplots(1, len(results), squeeze=False)[0]
+    for ax, (name, res) in zip(axes, results.items()):
+        plot_confusion(res, class_names, ax=ax, normalize=normalize,
+                       title=f"{name}: accuracy {res.accuracy:.3f}")
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -191,6 +191,9 @@ def test_stage_table_se_resnet50_matches_paper_table1() -> None:
     with torch.device("meta"):
         net = create_model("se_resnet50")
     assert sum(r["macs"] for r in rows) == count_macs(net)
+    for r in rows[1:-1]:  # SE multiply-adds: each FC weight once per image, i.e. SE params minus biases
+        h, c = r["se_fc"]
+        assert r["se_macs"] == r["se_params"] - r["units"] * (h + c)
     # about 62% of the extra parameters sit in the last stage (paper section 4)
     se_share = stages["conv5_x"]["se_params"] / sum(r["se_params"] for r in rows)
     assert 0.6 < se_share < 0.65
@@ -248,6 +251,10 @@ def test_compare_with_paper() -> None:
     assert by[("se_resnet50", "1x1")]["gmacs"] == pytest.approx(3.86, abs=0.005)
     assert by[("se_resnet50", "3x3")]["gmacs"] == pytest.approx(4.09, abs=0.005)
     assert by[("se_resnet20", "-")]["params"] == 274_847 and by[("resnet20", "-")]["params"] == 272_474
+    for name, stride_on in (("se_resnet152", "1x1"), ("resnet101", "3x3")):
+        with torch.device("meta"):
+            net = create_model(name, stride_on=stride_on)
+        assert by[(name, stride_on)]["gmacs"] == count_macs(net) / 1e9
     # plain ResNet counts equal torchvision's independent implementation
     import torchvision
 
@@ -311,6 +318,9 @@ def test_plot_stage_costs_bars_equal_records() -> None:
     assert [p.get_height() * 1e6 for p in se] == pytest.approx([r["se_params"] for r in rows], abs=1e-3)
     assert [p.get_height() * 1e9 for p in ax_m.patches] == pytest.approx([r["macs"] for r in rows])
     assert "SE 62%" in [t.get_text() for t in ax_p.texts]  # paper section 4: 62% of SE params in the last stage
+    # SE multiply-adds per image = FC weights (each used once per image): SE params minus the biases
+    for r, label in zip(rows[1:-1], [t.get_text() for t in ax_m.texts]):
+        assert label == f"SE {100 * r['se_macs'] / r['macs']:.2f}%"
     with pytest.raises(ValueError, match="empty"):
         A.plot_stage_costs([])
 

@@ -134,6 +134,16 @@ def test_confusion_image_equals_matrix() -> None:
         report.plot_confusion(res, class_names=("a",))
 
 
+def test_plot_confusions_one_panel_per_model() -> None:
+    results = {"a": _result(3), "b": _result(4)}
+    fig = report.plot_confusions(results, title="both")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2
+    for ax, res in zip(panels, results.values()):
+        assert np.array_equal(np.asarray(ax.images[0].get_array()), res.confusion.numpy())
+    assert panels[1].get_title().startswith("b:")
+
+
 def test_table_renders_html_and_text() -> None:
     rows = [{"model": "se_resnet20", "params": 274847, "acc": 0.91234, "block": ["3x3, 16", "3x3, 16"]},
             {"model": "resnet20", "params": 272474, "acc": None, "block": ["3x3, 16"]}]
