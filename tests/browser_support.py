@@ -46,9 +46,11 @@ CHROMIUM_ARGS = [
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 # JupyterLab user settings for the test profile: no news / update-check toasts (they would need the internet and
-# would cover part of the screenshots).
+# would cover part of the screenshots), no autosave.
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+    # The served notebooks are throw-away copies; saving them would only cost time.
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
 }
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -480,7 +482,7 @@ _JS_OUTPUT_PROBLEMS = r"""
   const errors = [], widgetErrors = [], reprs = [];
   for (const el of panel.querySelectorAll('.jp-OutputArea-output')) {
     const mime = el.dataset.mimeType;
-    const text = el.innerText || '';
+    const text = el.textContent || '';  // not innerText: no layout pass on every poll
     // JupyterLab renders error outputs with the stderr MIME type, so a traceback is recognised by its text;
     // plain stderr (warnings, progress bars) is not an error.
     if (mime === 'application/vnd.jupyter.error' ||
@@ -585,12 +587,16 @@ class NotebookPage:
         """Locator of the notebook's panel (toolbar + cells) in the main area."""
         return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").first
 
-    def open(self, timeout: float = 150.0) -> None:
-        """Open the notebook (URL lab/tree/<name>), accept a kernel-selection dialog if one appears, wait for idle."""
+    def open(self, timeout: float = 180.0) -> None:
+        """Open the notebook (URL lab/tree/<name>), accept a kernel-selection dialog if one appears, wait for idle.
+
+        `timeout` covers all of it: page load, notebook render and kernel start.
+        """
+        deadline = time.monotonic() + timeout
         workspace = "e2e-" + re.sub(r"[^A-Za-z0-9_-]", "-", Path(self.name).stem)
         self.page.goto(self.server.lab_url(self.name, workspace), timeout=timeout * 1000)
-        self.page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=timeout * 1000)
-        deadline = time.monotonic() + timeout
+        remaining_ms = max(1.0, deadline - time.monotonic()) * 1000
+        self.page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=remaining_ms)
         while time.monotonic() < deadline:
             dialog = self.page.locator(".jp-Dialog .jp-mod-accept")
             if dialog.count():
@@ -657,7 +663,7 @@ class NotebookPage:
                     raise BrowserTestError(f"{self.name}: Run All stopped early; prompts {state['prompts']}")
             else:
                 stalled_since = None
-            time.sleep(0.5)
+            time.sleep(1.0)
         raise BrowserTestError(
             f"{self.name}: cells not all executed after {timeout:.0f} s (saw kernel busy: {seen_busy}); "
             f"prompts {state.get('prompts')}, kernel {state.get('kernel')}"

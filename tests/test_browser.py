@@ -26,7 +26,7 @@ pytestmark = pytest.mark.browser
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT_DIR = REPO_ROOT / "test-output" / "browser"
 NOTEBOOK_PATTERNS = ["notebooks/04_*.ipynb", "notebooks/05_*.ipynb"]
-RUN_ALL_TIMEOUT_S = 240.0  # Run All of one notebook in the browser, on a slow 2-core machine
+RUN_ALL_TIMEOUT_S = 300.0  # Run All of one notebook in the browser (a busy 2-core machine needs minutes)
 UNDER_CI = bool(os.environ.get("CI"))
 
 
@@ -106,7 +106,7 @@ def test_server_keeps_token_auth(server) -> None:
     assert status_with == 200 and listing["type"] == "directory"
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(720)  # above the sum of the internal waits, which fail with a screenshot
 @pytest.mark.parametrize("pattern", _notebook_params())
 def test_widgets_render_and_respond(pattern: str, server, browser, lab_root: Path) -> None:
     src = _resolve(pattern)
