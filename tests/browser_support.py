@@ -550,6 +550,20 @@ _JS_CONTROL = """
 """
 
 
+# Scroll the first cell with a traceback, else the first cell still running ([*]), to the top of the view.
+_JS_SCROLL_TO_TROUBLE = r"""
+(panel) => {
+  const cells = Array.from(panel.querySelectorAll('.jp-Notebook .jp-Cell'));
+  const tb = /Traceback \(most recent call last\)|Cell In\[\d+\], line \d+/;
+  const bad = cells.find((c) => Array.from(c.querySelectorAll('.jp-OutputArea-output'))
+                                  .some((o) => tb.test(o.textContent || '')))
+           || cells.find((c) => ((c.querySelector('.jp-InputPrompt') || {}).textContent || '').includes('*'));
+  if (bad) bad.scrollIntoView({block: 'start'});
+  return !!bad;
+}
+"""
+
+
 @dataclass
 class SliderState:
     """What the page shows for one slider: aria value, readout text and the handle position along the track."""
@@ -802,6 +816,9 @@ class NotebookPage:
             yield
         except Exception as exc:
             try:
+                with contextlib.suppress(Exception):  # show the failing or still-running cell, if there is one
+                    self.panel.evaluate(_JS_SCROLL_TO_TROUBLE)
+                    self.page.wait_for_timeout(300)
                 path = str(self.screenshot("FAILED"))
             except Exception as shot_exc:  # noqa: BLE001 - the page may be gone; still report the real failure
                 path = f"<no screenshot: {shot_exc}>"
