@@ -213,6 +213,8 @@ def plot_history(
         fig.clear()
     axes = fig.subplots(1, n_axes)
     colors = model_colors(list(histories))
+    # markers help to read a few epochs; the same choice for every run keeps the styles comparable
+    marker = "o" if max((len(h) for h in histories.values()), default=0) < 12 else None
     panels = [("loss", "cross-entropy loss"), ("acc", "accuracy")]
     for ax, (metric, ylabel) in zip(axes, panels):
         for name, hist in histories.items():
@@ -221,8 +223,7 @@ def plot_history(
                 pts = [(r["epoch"], r[key]) for r in hist if r.get(key) is not None]
                 if pts:
                     x, y = zip(*pts)
-                    ax.plot(x, y, style, color=colors[name], marker="o" if len(pts) < 12 else None,
-                            markersize=3, label=f"{name} {split}")
+                    ax.plot(x, y, style, color=colors[name], marker=marker, markersize=3, label=f"{name} {split}")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)

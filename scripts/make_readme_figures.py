@@ -1,0 +1,91 @@
+"""Write the figures the README shows to docs/figures/, from the same package functions the notebooks call.
+
+    python scripts/make_readme_figures.py                 # all figures
+    python scripts/make_readme_figures.py --only training_curves --out /tmp/figs
+
+Every figure is a function below returning a matplotlib Figure, listed in ``FIGURES`` (file name -> function). To
+add one, write the function and add a line to ``FIGURES``. Runs offline in well under a minute on a 2-core CPU: it
+uses the checkpoints and the CIFAR-10 sample shipped with the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+from matplotlib.figure import Figure  # noqa: E402
+
+from seresnet import architecture, create_model, report  # noqa: E402
+from seresnet.data import CIFAR10_CLASSES, load_sample  # noqa: E402
+from seresnet.evaluate import evaluate  # noqa: E402
+from seresnet.pretrained import pretrained_metadata  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = ["se_resnet20", "resnet20"]
+
+
+def se_integration_variants() -> Figure:
+    """Notebook 02: where the SE block sits in a bottleneck unit, for every integration mode."""
+    return architecture.draw_integration_variants(block="bottleneck")
+
+
+def se_resnet50_stage_costs() -> Figure:
+    """Notebook 02: parameters and multiply-adds per stage of SE-ResNet-50, with the SE share."""
+    return architecture.plot_stage_costs(architecture.stage_table("se_resnet50"),
+                                         title="SE-ResNet-50: where the parameters and the multiply-adds are")
+
+
+def training_curves() -> Figure:
+    """Notebook 03: training curves of the shipped CIFAR-10 checkpoints."""
+    histories = {name: pretrained_metadata(name)["history"] for name in SHIPPED}
+    return report.plot_history(histories, show_lr=True,
+                               title="Shipped checkpoints on CIFAR-10 (dashed: train, solid: test)")
+
+
+def per_class_accuracy() -> Figure:
+    """Notebook 03: per-class accuracy of the shipped checkpoints on the shipped 1,000-image test sample."""
+    images, labels = load_sample()
+    results = {name: evaluate(create_model(name, pretrained=True), images, labels) for name in SHIPPED}
+    return report.plot_per_class_accuracy(results, CIFAR10_CLASSES,
+                                          title="Per-class accuracy on the 1,000 CIFAR-10 test images shipped")
+
+
+FIGURES: dict[str, Callable[[], Figure]] = {
+    "se_integration_variants.png": se_integration_variants,
+    "se_resnet50_stage_costs.png": se_resnet50_stage_costs,
+    "training_curves.png": training_curves,
+    "per_class_accuracy.png": per_class_accuracy,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(REPO / "docs" / "figures"), help="output folder")
+    p.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help=f"make only this figure (file name with or without .png); one of {sorted(FIGURES)}")
+    p.add_argument("--dpi", type=int, default=100)
+    args = p.parse_args(argv)
+    wanted = [n if n.endswith(".png") else f"{n}.png" for n in args.only] or list(FIGURES)
+    unknown = [n for n in wanted if n not in FIGURES]
+    if unknown:
+        print(f"error: unknown figure(s) {unknown}; available: {sorted(FIGURES)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in wanted:
+        t = time.perf_counter()
+        fig = FIGURES[name]()
+        fig.savefig(out / name, dpi=args.dpi)
+        print(f"wrote {out / name} ({time.perf_counter() - t:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
