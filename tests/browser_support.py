@@ -157,11 +157,14 @@ class JupyterLab:
             return f"{self.url}lab/workspaces/{workspace}/tree/{path}?reset&token={self.token}"
         return f"{self.url}lab/tree/{path}?token={self.token}"
 
-    def api(self, method: str, path: str, token: bool = True, timeout: float = 10.0) -> tuple[int, Any]:
-        """Call the REST API (`path` like "api/sessions"); returns (HTTP status, decoded JSON body or None)."""
+    def api(self, method: str, path: str, token: bool | str = True, timeout: float = 10.0) -> tuple[int, Any]:
+        """Call the REST API (`path` like "api/sessions"); returns (HTTP status, decoded JSON body or None).
+
+        token: True sends the server's token, False none, a string sends that string instead.
+        """
         req = urllib.request.Request(self.url + path, method=method)
         if token:
-            req.add_header("Authorization", f"token {self.token}")
+            req.add_header("Authorization", f"token {self.token if token is True else token}")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 body = resp.read()

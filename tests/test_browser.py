@@ -101,8 +101,10 @@ def test_server_keeps_token_auth(server) -> None:
     """The server the browser talks to rejects requests without the token: security was not switched off."""
     assert server.token, "the server has no token"
     status_without, _ = server.api("GET", "api/contents", token=False)
+    status_wrong, _ = server.api("GET", "api/contents", token="0" * len(server.token))
     status_with, listing = server.api("GET", "api/contents")
     assert status_without == 403, f"API answered {status_without} without a token (expected 403)"
+    assert status_wrong == 403, f"API answered {status_wrong} to a wrong token (expected 403)"
     assert status_with == 200 and listing["type"] == "directory"
 
 
