@@ -2,8 +2,12 @@
 
 Starts JupyterLab from the project's environment (127.0.0.1, free port, token auth on) on a temporary copy of each
 notebook, drives a headless system Chromium with Playwright: Run > Run All Cells, waits for the ipywidgets to render,
-drags a slider handle with the mouse and changes a dropdown with the keyboard, and checks that the plot image and the
-displayed value / prediction change. Screenshots go to test-output/browser/.
+drags a slider handle with the mouse and changes a dropdown with the keyboard, and checks that the plot image changed
+(bytes behind the <img>), that the slider's readout shows its new value, and that the page (control values, HTML
+texts such as the prediction summary) matches what the kernel's widgets hold, asked through a second kernel client.
+No cell may show a traceback, "Error displaying widget" or a widget's raw text repr. Screenshots before and after
+each interaction go to test-output/browser/<notebook>-{1-before,2-after-slider,3-after-dropdown}.png, and to
+<notebook>-FAILED.png on failure (its path is in the failure message).
 
 Needs Debian's `chromium` (.ci/install-browser.sh). Without it the test is skipped, except under CI (`CI` set) where
 that is a failure. `SERESNET_BROWSER_NOTEBOOKS` (paths separated by os.pathsep) replaces the notebooks to test.
