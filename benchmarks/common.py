@@ -1,0 +1,268 @@
+"""Shared pieces of the benchmarks: settings, step builders, interleaved timing, machine description and CPU peak.
+
+Everything here times *calls*: a training step (forward + backward + SGD step with momentum) or an inference pass
+(eval mode, ``torch.inference_mode``). Cases that are compared are run round-robin (A, B, C, A, B, C, ...) so that
+load from other processes on this shared 2-core machine hits every side alike; results are medians.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+CL = torch.channels_last
+
+
+# --- settings ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    """How a model is run: number format, memory layout, compilation and intra-op threads."""
+
+    bf16: bool = False  # torch.autocast(cpu, bfloat16): convs / linears in bfloat16 (AMX on this CPU)
+    channels_last: bool = False  # NHWC activations and weights
+    compile: bool = False  # torch.compile (inductor, default mode)
+    threads: int = 2
+
+    @property
+    def name(self) -> str:
+        parts = ["bf16" if self.bf16 else "fp32"]
+        if self.channels_last:
+            parts.append("CL")
+        if self.compile:
+            parts.append("compile")
+        parts.append(f"{self.threads}t")
+        return "+".join(parts)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "name": self.name}
+
+
+FP32 = Setting()
+BF16_CL = Setting(bf16=True, channels_last=True)
+
+
+def prepare(model: nn.Module, setting: Setting, train: bool) -> nn.Module:
+    """Put ``model`` in train / eval mode and the memory layout of ``setting``; compile it if asked."""
+    model.train(train)
+    if setting.channels_last:
+        model = model.to(memory_format=CL)
+    if setting.compile:
+        model = torch.compile(model)
+    return model
+
+
+def _input(batch: int, size: int, setting: Setting, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, size, size, generator=g)
+    return x.to(memory_format=CL) if setting.channels_last else x
+
+
+def train_step(model: nn.Module, batch: int, size: int, setting: Setting, num_classes: int) -> Callable[[], None]:
+    """A closure doing one SGD training step (momentum 0.9, weight decay 5e-4) on a fixed random batch.
+
+    Input (batch, 3, size, size), integer labels in [0, num_classes). Weights change every call, as in training.
+    """
+    m = prepare(model, setting, train=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = _input(batch, size, setting)
+    y = torch.randint(0, num_classes, (batch,), generator=torch.Generator().manual_seed(1))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting.bf16):
+            loss = nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def infer_step(model: nn.Module, batch: int, size: int, setting: Setting) -> Callable[[], None]:
+    """A closure doing one inference pass (eval mode, ``inference_mode``) on a fixed random batch."""
+    m = prepare(model, setting, train=False)
+    x = _input(batch, size, setting)
+
+    def step() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting.bf16):
+            m(x)
+
+    return step
+
+
+# --- timing --------------------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One thing to time: ``fn`` does ``items`` images of work per call, under ``threads`` intra-op threads."""
+
+    fn: Callable[[], None]
+    items: int
+    threads: int = 2
+
+
+def interleaved(cases: dict[str, Case], repeats: int, warmup: int = 2, min_call_s: float = 0.0,
+                log: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Time ``cases`` round-robin: ``warmup`` untimed calls each, then ``repeats`` rounds of one sample per case.
+
+    A sample is the mean time of ``k`` back-to-back calls, with ``k`` chosen once from the warm-up so that a
+    sample lasts at least ``min_call_s`` (short calls are otherwise dominated by timer and scheduler noise).
+    Returns per case: ``times_s`` (all samples, seconds per call), ``median_s``, ``q25_s``, ``q75_s``,
+    ``items_per_s`` (items / median) and ``calls_per_sample``.
+    """
+    reps: dict[str, int] = {}
+    for name, c in cases.items():
+        torch.set_num_threads(c.threads)
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            c.fn()
+        per_call = (time.perf_counter() - t0) / max(warmup, 1)
+        reps[name] = max(1, int(min_call_s / max(per_call, 1e-6) + 0.999)) if min_call_s else 1
+        if log:
+            log(f"    warm-up {name}: {per_call * 1e3:.1f} ms/call")
+    samples: dict[str, list[float]] = {n: [] for n in cases}
+    for _ in range(repeats):
+        for name, c in cases.items():
+            torch.set_num_threads(c.threads)
+            k = reps[name]
+            t0 = time.perf_counter()
+            for _ in range(k):
+                c.fn()
+            samples[name].append((time.perf_counter() - t0) / k)
+    out = {}
+    for name, ts in samples.items():
+        q = statistics.quantiles(ts, n=4) if len(ts) >= 2 else [ts[0]] * 3
+        med = statistics.median(ts)
+        out[name] = {"times_s": ts, "median_s": med, "q25_s": q[0], "q75_s": q[2],
+                     "items_per_s": cases[name].items / med, "calls_per_sample": reps[name]}
+    return out
+
+
+# --- machine -------------------------------------------------------------------------------------------------
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    info.setdefault(k.strip(), v.strip())
+    except OSError:
+        pass
+    return info
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (what ``uptime`` prints)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def busy_processes() -> list[str]:
+    """Other processes using CPU right now (``ps``: command lines with > 5% CPU), to document the load."""
+    try:
+        out = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
+                             timeout=10).stdout.splitlines()[1:]
+    except (OSError, subprocess.SubprocessError):
+        return []
+    me = str(os.getpid())
+    rows = []
+    for line in out:
+        pcpu, _, args = line.strip().partition(" ")
+        try:
+            if float(pcpu) > 5 and me not in args and " ps " not in f" {args} ":
+                rows.append(f"{float(pcpu):.0f}% {args.strip()[:110]}")
+        except ValueError:
+            continue
+    return rows[:8]
+
+
+def machine_info() -> dict:
+    """CPU model, cores, clock, relevant ISA flags and library versions."""
+    ci = _cpuinfo()
+    flags = ci.get("flags", "").split()
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8"]
+    versions = {"python": sys.version.split()[0], "torch": torch.__version__}
+    for mod in ("torchvision", "timm", "numpy"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return {
+        "cpu_model": ci.get("model name", platform.processor()),
+        "cpu_family_model": f"{ci.get('cpu family', '?')}/{ci.get('model', '?')}",
+        "logical_cpus": os.cpu_count(),
+        "cpu_mhz": float(ci.get("cpu MHz", "nan")),
+        "bogomips": float(ci.get("bogomips", "nan")),
+        "hypervisor": "hypervisor" in flags,
+        "isa_flags": [f for f in wanted if f in flags],
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "versions": versions,
+        "platform": platform.platform(),
+    }
+
+
+def cpu_peak(info: dict | None = None) -> dict:
+    """Theoretical peak FLOP/s of this CPU, derived from cores x clock x FLOP per cycle per core.
+
+    FLOP per cycle per core (Intel Sapphire Rapids-class Xeon, which the flags amx_bf16 / avx512_fp16 identify):
+
+    * fp32, AVX-512 FMA: 16 lanes x 2 FLOP (multiply + add) x 2 FMA units = 64.
+    * bf16, AVX512_BF16 ``vdpbf16ps``: 32 bf16 products summed in pairs into 16 fp32 lanes = 64 FLOP per
+      instruction x 2 units = 128.
+    * bf16, AMX ``tdpbf16ps``: a 16x32 by 32x16 bf16 tile product = 16*16*32 = 8192 multiply-adds = 16384 FLOP,
+      one every 16 cycles per core = 1024.
+
+    Assumptions: every logical CPU is a full core (lscpu: 1 thread per core), the clock is the nominal one the
+    kernel reports (``cpu MHz``; turbo, if the host grants it, would raise all peaks), two AVX-512 FMA units.
+    """
+    info = info or machine_info()
+    cores = info["logical_cpus"] or 1
+    ghz = info["cpu_mhz"] / 1e3
+    flags = set(info["isa_flags"])
+    per_cycle = {"fp32_avx512": 64 if "avx512f" in flags else 32}
+    if "avx512_bf16" in flags:
+        per_cycle["bf16_avx512"] = 128
+    if "amx_bf16" in flags:
+        per_cycle["bf16_amx"] = 1024
+    peaks = {k: cores * ghz * 1e9 * v for k, v in per_cycle.items()}
+    derivation = {k: f"{cores} cores x {ghz:.2f} GHz x {v} FLOP/cycle = {peaks[k] / 1e9:.1f} GFLOP/s"
+                  for k, v in per_cycle.items()}
+    return {"cores": cores, "ghz": ghz, "flop_per_cycle_per_core": per_cycle, "peak_flops": peaks,
+            "derivation": derivation}
+
+
+def matmul_ceiling(threads: int, seconds: float = 1.5) -> dict:
+    """Measured FLOP/s of a large matrix product (the best case for this CPU) in fp32 and in bfloat16."""
+    torch.set_num_threads(threads)
+    out = {}
+    for dtype, n in ((torch.float32, 2048), (torch.bfloat16, 4096)):
+        a = torch.randn(n, n).to(dtype)
+        b = torch.randn(n, n).to(dtype)
+        torch.mm(a, b)
+        ts = []
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end or len(ts) < 3:
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            ts.append(time.perf_counter() - t0)
+        out["fp32" if dtype == torch.float32 else "bf16"] = {
+            "n": n, "median_s": statistics.median(ts), "flops": 2 * n**3 / statistics.median(ts),
+            "best_flops": 2 * n**3 / min(ts)}
+    return out
+
+
+def sanitize_name(s: str) -> str:
+    """A file-name-safe version of ``s``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", s)

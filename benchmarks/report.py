@@ -1,0 +1,460 @@
+"""Build ``BENCHMARKS.md`` and ``benchmarks/results/benchmarks.png`` from the JSON files of ``run_all``.
+
+``python -m benchmarks.report [--results benchmarks/results] [--md BENCHMARKS.md]`` rebuilds both without timing
+anything. Every number in the report comes from the JSON files; the prose around them is in this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+PLOT_NAME = "benchmarks.png"
+
+# SE overhead reported by the paper (Hu et al., section 4 / Table 2 discussion): CPU inference of one 224x224
+# image 164 ms -> 167 ms; one forward+backward of a 256-image batch on 8 GPUs 190 ms -> 209 ms.
+PAPER = {"infer_cpu": 167 / 164 - 1, "train_gpu": 209 / 190 - 1}
+TARGETS = {"peer": 1.0, "reference": 1.2, "se_overhead_train": 0.10, "capture": 0.05}
+
+
+def load(results: Path) -> dict[str, dict]:
+    out = {}
+    for f in sorted(results.glob("*.json")):
+        try:
+            out[f.stem] = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+# --- derived numbers -----------------------------------------------------------------------------------------
+def speedup(group: dict, ours: str, theirs: str) -> float:
+    """How many times faster ``ours`` is than ``theirs`` in one interleaved group: median(theirs) / median(ours)."""
+    r = group["results"]
+    return r[theirs]["median_s"] / r[ours]["median_s"]
+
+
+def overhead(group: dict, se: str, plain: str) -> float:
+    """Extra time of the SE network: median(se) / median(plain) - 1."""
+    r = group["results"]
+    return r[se]["median_s"] / r[plain]["median_s"] - 1
+
+
+def paired_spread(group: dict, a: str, b: str) -> tuple[float, float]:
+    """25th / 75th percentile of the per-round ratios time(b) / time(a) (how stable the ratio was)."""
+    ra, rb = group["results"][a]["times_s"], group["results"][b]["times_s"]
+    ratios = sorted(y / x for x, y in zip(ra, rb))
+    if len(ratios) < 2:
+        return ratios[0], ratios[0]
+    q = statistics.quantiles(ratios, n=4)
+    return q[0], q[2]
+
+
+def peak_for(setting: dict, machine: dict | None) -> tuple[float, str] | None:
+    if not machine:
+        return None
+    peaks = machine["peak"]["peak_flops"]
+    if setting["bf16"] and "bf16_amx" in peaks:
+        return peaks["bf16_amx"], "bf16_amx"
+    return peaks["fp32_avx512"], "fp32_avx512"
+
+
+def best_group(groups: list[dict], mode: str, name: str, batch: int | None = None) -> dict | None:
+    """The group of ``mode`` in which ``name`` ran fastest (its best setting)."""
+    cand = [g for g in groups if g["mode"] == mode and name in g["results"] and (batch is None or g["batch"] == batch)]
+    return min(cand, key=lambda g: g["results"][name]["median_s"]) if cand else None
+
+
+# --- markdown ------------------------------------------------------------------------------------------------
+def fmt_ratio(x: float) -> str:
+    return f"{x:.2f}x"
+
+
+def fmt_pct(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def group_title(g: dict) -> str:
+    mode = {"train": "training step", "infer": "inference", "latency": "latency"}[g["mode"]]
+    return f"{mode}, batch {g['batch']} at {g['size']}x{g['size']}, {g['setting']['name']}"
+
+
+def group_table(g: dict, machine: dict | None) -> str:
+    pk = peak_for(g["setting"], machine)
+    rows = []
+    for n, r in g["results"].items():
+        frac = f"{100 * r['flops'] / pk[0]:.1f}%" if pk else "n/a"
+        rows.append([n, f"{1e3 * r['median_s']:.1f}", f"{1e3 * r['q25_s']:.1f} to {1e3 * r['q75_s']:.1f}",
+                     f"{r['items_per_s']:.1f}", f"{r['flops'] / 1e9:.1f}", frac])
+    head = ["network", "median ms per call", "quartiles ms", "images/s", "GFLOP/s",
+            f"of peak ({pk[1]})" if pk else "of peak"]
+    return table(head, rows)
+
+
+def short(setting_name: str) -> str:
+    """Setting name without the thread suffix of the main comparisons (``bf16+CL+2t`` -> ``bf16+CL``)."""
+    return setting_name.rsplit("+", 1)[0] if setting_name.endswith("t") else setting_name
+
+
+def peer_verdict(ratio: float, lo: float, hi: float, target: float) -> str:
+    """``met`` when the ratio of medians reaches the target, ``parity`` when the per-round ratios straddle it."""
+    if ratio >= target:
+        return "met"
+    return "parity within noise" if lo <= target <= hi else "**not met**"
+
+
+def summary(data: dict) -> tuple[dict[str, list[list[str]]], dict]:
+    """The headline tables (name -> rows) and the numbers the plot needs."""
+    tabs: dict[str, list[list[str]]] = {"peers": [], "overhead": [], "best": [], "peak": [], "capture": []}
+    plot: dict = {"peers": [], "overhead": [], "peak": [], "capture": []}
+    im, ci, hk, mc, cp = (data.get(k) for k in ("imagenet", "cifar", "hooks", "machine", "compile"))
+    pairs = []
+    if im:
+        pairs += [(g, o, t) for g in im["groups"] for o, t in (("se_resnet50", "timm_seresnet50"),
+                                                               ("resnet50", "torchvision_resnet50"))]
+    if ci:
+        pairs += [(g, "se_resnet20", "reference_se_resnet20") for g in ci["groups"]]
+    for g, ours, theirs in pairs:
+        s = speedup(g, ours, theirs)
+        lo, hi = paired_spread(g, ours, theirs)
+        target = TARGETS["reference"] if theirs.startswith("reference") else TARGETS["peer"]
+        tabs["peers"].append([ours, theirs.replace("reference_", "tutorial "), g["mode"], f"{g['batch']} x {g['size']}",
+                              short(g["setting"]["name"]), fmt_ratio(s), f"{lo:.2f} to {hi:.2f}",
+                              f">= {target:.1f}", peer_verdict(s, lo, hi, target)])
+        plot["peers"].append((f"{ours} vs {theirs.split('_')[0]}, {g['mode']}, {short(g['setting']['name'])}", s))
+    for sec, se, plain in ((ci, "se_resnet20", "resnet20"), (im, "se_resnet50", "resnet50")):
+        if not sec:
+            continue
+        for g in sec["groups"]:
+            o = overhead(g, se, plain)
+            lo, hi = paired_spread(g, plain, se)
+            target = "<= 10% (in the best setting)" if g["mode"] == "train" else "paper: +1.8% (CPU, 1 image)"
+            tabs["overhead"].append([f"{se} / {plain}", g["mode"], f"{g['batch']} x {g['size']}",
+                                     short(g["setting"]["name"]), fmt_pct(o), f"{fmt_pct(lo - 1)} to {fmt_pct(hi - 1)}",
+                                     target])
+            plot["overhead"].append((f"{se} / {plain}, {g['mode']}, {short(g['setting']['name'])}", o))
+        g_se, g_pl = best_group(sec["groups"], "train", se), best_group(sec["groups"], "train", plain)
+        if g_se and g_pl:
+            o = g_se["results"][se]["median_s"] / g_pl["results"][plain]["median_s"] - 1
+            tabs["best"].append([f"SE overhead in training, {se} ({short(g_se['setting']['name'])}) / {plain} "
+                                 f"({short(g_pl['setting']['name'])}), each in its fastest eager setting",
+                                 "<= 10%", fmt_pct(o), verdict(o <= TARGETS["se_overhead_train"])])
+    if ci:
+        for mode in ("train", "infer"):
+            ours, ref = best_group(ci["groups"], mode, "se_resnet20"), best_group(ci["groups"], mode,
+                                                                                  "reference_se_resnet20")
+            if ours and ref:
+                s = ref["results"]["reference_se_resnet20"]["median_s"] / ours["results"]["se_resnet20"]["median_s"]
+                tabs["best"].append([f"se_resnet20 ({short(ours['setting']['name'])}) vs tutorial SE-ResNet-20 "
+                                     f"({short(ref['setting']['name'])}), {mode}, each in its fastest eager setting",
+                                     ">= 1.20x", fmt_ratio(s), verdict(s >= TARGETS["reference"])])
+    if cp and cp["groups"]:
+        g = cp["groups"][0]
+        r = g["results"]
+
+        def best(n: str) -> tuple[float, str]:
+            c = [(r[k]["median_s"], k) for k in (n, f"{n}+compile") if k in r]
+            return min(c) if c else (float("nan"), "")
+
+        (t_se, k_se), (t_ref, k_ref), (t_pl, k_pl) = (best("se_resnet20"), best("reference_se_resnet20"),
+                                                       best("resnet20"))
+        if k_se and k_ref:
+            s = t_ref / t_se
+            tabs["best"].append([f"se_resnet20 vs tutorial SE-ResNet-20, training, each in its best setting including "
+                                 f"torch.compile (ours: {k_se}, reference: {k_ref}; one group)", ">= 1.20x",
+                                 fmt_ratio(s), verdict(s >= TARGETS["reference"])])
+            if "se_resnet20+compile" in r and "reference_se_resnet20+compile" in r:
+                s2 = speedup(g, "se_resnet20+compile", "reference_se_resnet20+compile")
+                plot["peers"].append(("se_resnet20 vs tutorial, train, bf16+CL+compile", s2))
+        if k_se and k_pl:
+            o = t_se / t_pl - 1
+            tabs["best"].append([f"SE overhead in training, se_resnet20 / resnet20, each in its best setting including "
+                                 f"torch.compile (SE: {k_se}, plain: {k_pl}; one group)", "<= 10%", fmt_pct(o),
+                                 verdict(o <= TARGETS["se_overhead_train"])])
+            if "se_resnet20+compile" in r and "resnet20+compile" in r:
+                o2 = overhead(g, "se_resnet20+compile", "resnet20+compile")
+                plot["overhead"].append(("se_resnet20 / resnet20, train, bf16+CL+compile", o2))
+    if hk:
+        for t, r in hk["by_threads"].items():
+            c, cf = r["capture_ratio"] - 1, r["capture_features_ratio"] - 1
+            tabs["capture"].append([t, f"{r['plain_ms']:.1f}", f"{r['capture_ms']:.1f}", fmt_pct(c), "<= 5%",
+                                    verdict(c <= TARGETS["capture"]), f"{r['capture_features_ms']:.1f}", fmt_pct(cf)])
+            plot["capture"].append((t, c, cf))
+    if mc:
+        for sec, names in ((ci, ("se_resnet20", "resnet20", "reference_se_resnet20")),
+                           (im, ("se_resnet50", "resnet50", "timm_seresnet50", "torchvision_resnet50"))):
+            if not sec:
+                continue
+            for n in names:
+                for mode in ("train", "infer", "latency"):
+                    cand = [g for g in sec["groups"] if g["mode"] == mode and n in g["results"]]
+                    if not cand:
+                        continue
+                    for i, g in enumerate(sorted(cand, key=lambda g: -g["results"][n]["items_per_s"])):
+                        r = g["results"][n]
+                        pk, which = peak_for(g["setting"], mc)
+                        fastest = i == 0
+                        tabs["peak"].append([n, mode, f"{g['batch']} x {g['size']}", short(g["setting"]["name"]),
+                                             f"{r['items_per_s']:.0f}", f"{r['flops'] / 1e9:.1f}",
+                                             f"{100 * r['flops'] / pk:.1f}% of {pk / 1e9:.0f} ({which})"])
+                        if fastest:
+                            plot["peak"].append((f"{n}, {mode}, {short(g['setting']['name'])}", r["flops"] / pk))
+    return tabs, plot
+
+
+def make_plot(plot: dict, data: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(15, 10))
+    ax = axes[0, 0]
+    if plot["peers"]:
+        labels, vals = zip(*plot["peers"])
+        colors = ["tab:green" if v >= 1 else "tab:red" for v in vals]
+        ax.barh(range(len(vals)), vals, color=colors)
+        ax.set_yticks(range(len(vals)), labels, fontsize=7)
+        ax.axvline(1.0, color="k", lw=1)
+        ax.axvline(1.2, color="gray", ls="--", lw=1)
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
+        ax.invert_yaxis()
+    ax.set_xlabel("speed-up of ours over the peer (median time peer / ours); > 1: ours faster")
+    ax.set_title("Ours vs timm / torchvision / tutorial SE-ResNet-20 (same run, same weights)")
+
+    ax = axes[0, 1]
+    if plot["overhead"]:
+        labels, vals = zip(*plot["overhead"])
+        ax.barh(range(len(vals)), [100 * v for v in vals], color="tab:blue")
+        ax.set_yticks(range(len(vals)), labels, fontsize=7)
+        ax.axvline(10, color="tab:red", ls="--", lw=1, label="target: training <= 10%")
+        ax.axvline(100 * PAPER["infer_cpu"], color="tab:gray", ls=":", lw=1, label="paper, CPU inference +1.8%")
+        for i, v in enumerate(vals):
+            ax.text(100 * v, i, f" {100 * v:+.1f}%", va="center", fontsize=7)
+        ax.invert_yaxis()
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("extra time of the SE network over the plain ResNet (%)")
+    ax.set_title("SE overhead (same run, interleaved)")
+
+    ax = axes[1, 0]
+    st = data.get("settings")
+    if st:
+        names = list(st["layout"])
+        vals = [st["layout"][n]["items_per_s"] for n in names]
+        ax.barh(range(len(vals)), vals, color="tab:purple")
+        ax.set_yticks(range(len(vals)), names, fontsize=8)
+        for i, v in enumerate(vals):
+            ax.text(v, i, f" {v:.0f}", va="center", fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"se_resnet20 training images/s (batch {st['batch_for_layout']}, 32x32)")
+        ax.set_title("Settings explored (one interleaved run)")
+
+    ax = axes[1, 1]
+    if plot["peak"]:
+        labels, vals = zip(*plot["peak"])
+        ax.barh(range(len(vals)), [100 * v for v in vals], color="tab:orange")
+        ax.set_yticks(range(len(vals)), labels, fontsize=7)
+        for i, v in enumerate(vals):
+            ax.text(100 * v, i, f" {100 * v:.1f}%", va="center", fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+    mc = data.get("machine")
+    if mc:
+        for k, style in (("fp32", "--"), ("bf16", ":")):
+            mm = mc["matmul"][f"{max(int(t[:-1]) for t in mc['matmul'])}t"][k]
+            pk = mc["peak"]["peak_flops"]["fp32_avx512" if k == "fp32" else "bf16_amx"]
+            ax.axvline(100 * mm["flops"] / pk, color="k", ls=style, lw=1,
+                       label=f"{k} matrix product {mm['n']}x{mm['n']}: {100 * mm['flops'] / pk:.0f}% of peak")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("achieved FLOP/s as % of this CPU's peak (fp32: AVX-512 FMA; bf16: AMX), log scale")
+    ax.set_title("How close to the machine's limit (best setting per network)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(data: dict, plot_rel: str) -> str:
+    run, mc = data.get("run", {}), data.get("machine")
+    tabs, _ = summary(data)
+    out = ["# Benchmarks", "",
+           "Generated by `python -m benchmarks` (the same as `python benchmarks/run_all.py`) from the JSON files in "
+           "`benchmarks/results/`; `python -m benchmarks.report` rebuilds this file and the plot from them. "
+           "Do not edit by hand: change `benchmarks/report.py`.", ""]
+    out += ["## The run", ""]
+    if run:
+        out += [f"- Command: `{run.get('command', 'python -m benchmarks')}`",
+                f"- Started {run.get('started_utc')}, finished {run.get('finished_utc')} "
+                f"({run.get('seconds', 0) / 60:.1f} minutes); sections: {', '.join(run.get('sections', []))}.",
+                f"- Load averages (1, 5, 15 min, as `uptime` prints them) before: {run.get('load_before')}, "
+                f"after: {run.get('load_after')}. This machine is shared; see below for other processes.",
+                ]
+        for label, key in (("before", "busy_before"), ("after", "busy_after")):
+            if run.get(key):
+                out.append(f"- Other processes using CPU {label} the run: " + "; ".join(f"`{p}`" for p in run[key]))
+        if run.get("quick"):
+            out.append("- **This was a `--quick` smoke run: few repeats and small sizes; not for quoting.**")
+    if mc:
+        i = mc["info"]
+        out += [f"- Machine: {i['cpu_model']} (family/model {i['cpu_family_model']}), {i['logical_cpus']} logical "
+                f"CPUs (1 thread per core), {i['cpu_mhz']:.0f} MHz reported, KVM guest: {i['hypervisor']}; ISA "
+                f"flags: {', '.join(i['isa_flags'])}; PyTorch CPU capability {i['torch_cpu_capability']}.",
+                "- Software: " + ", ".join(f"{k} {v}" for k, v in i["versions"].items()) + ".",
+                "- No GPU was available to this run, so there is no GPU table (the paper's +10% training overhead "
+                "is a GPU figure; everything here is CPU)."]
+    out += ["", "## Headline numbers against the targets", "",
+            "Speed-ups are the median time of the other network divided by ours (> 1: ours faster), taken inside one "
+            "interleaved group in which the networks ran round-robin under the same load; *rounds* gives the 25th to "
+            "75th percentile of the per-round ratios, i.e. how stable the ratio was (the verdict says *parity within "
+            "noise* when that range contains the target). SE overhead is the median time of the SE network over the "
+            "plain one, minus 1. Settings: `fp32` = float32 NCHW eager, `bf16+CL` = bfloat16 autocast + "
+            "channels_last eager, all with the run's thread count.", "",
+            table(["target", "goal", "measured", "verdict"], tabs["best"]), "",
+            "### Ours against the implementations people use (same weights, same run)", "",
+            table(["ours", "other", "mode", "batch x size", "setting", "speed-up", "rounds", "goal", "verdict"],
+                  tabs["peers"]), "",
+            "### SE overhead (SE network / plain ResNet, same run)", "",
+            table(["networks", "mode", "batch x size", "setting", "overhead", "rounds", "reference"], tabs["overhead"]),
+            "", "### Capture of every SE block during inference", "",
+            table(["threads", "plain ms", "capture ms", "overhead", "goal", "verdict", "with feature maps ms",
+                   "overhead"], tabs["capture"]), "",
+            "### How close to the machine's limit", "",
+            table(["network", "mode", "batch x size", "setting", "images/s", "GFLOP/s", "of peak GFLOP/s"],
+                  tabs["peak"]), "", f"![benchmarks]({plot_rel})", ""]
+    if mc:
+        p = mc["peak"]
+        out += ["## The machine's limit", "",
+                "Peak FLOP/s = cores x clock x FLOP per cycle per core. FLOP per cycle per core on this "
+                "Sapphire Rapids-class Xeon (flags amx_bf16, amx_tile, avx512_bf16, avx512_fp16):", "",
+                "- fp32 with AVX-512: 16 fp32 lanes x 2 FLOP per fused multiply-add x 2 FMA units = 64;",
+                "- bf16 with AVX512_BF16 (`vdpbf16ps`): 32 bf16 products summed in pairs into 16 fp32 lanes = 64 "
+                "FLOP per instruction x 2 units = 128;",
+                "- bf16 with AMX (`tdpbf16ps`, what oneDNN uses for bf16 convolutions here, checked with "
+                "`ONEDNN_VERBOSE=1`: `brg_conv_fwd:avx10_1_512_amx`): a 16x32 by 32x16 tile product is "
+                "16 x 16 x 32 = 8192 multiply-adds = 16384 FLOP every 16 cycles = 1024.", ""]
+        out += [f"- {k}: {v}" for k, v in p["derivation"].items()]
+        out += ["", f"Assumptions: the clock is the {p['ghz']:.2f} GHz the kernel reports in /proc/cpuinfo (the "
+                "guest cannot see turbo; a higher real clock would raise every peak and lower every fraction "
+                "below), each of the 2 vCPUs is a whole core with two AVX-512 FMA units, and the host's other "
+                "hyperthread on that core (if any) is idle. Achieved FLOP/s = 2 x multiply-adds per image "
+                "(`seresnet.count_macs`, i.e. `FlopCounterMode`, at the benchmark's input size) x images/s, and x 3 "
+                "for a training step (forward, gradient of the activations, gradient of the weights). bf16 "
+                "settings are compared with the AMX peak, fp32 settings with the AVX-512 fp32 peak.", ""]
+        rows = []
+        for t, mm in mc["matmul"].items():
+            for k in ("fp32", "bf16"):
+                pk = p["peak_flops"]["fp32_avx512" if k == "fp32" else "bf16_amx"]
+                rows.append([f"{k} {mm[k]['n']}x{mm[k]['n']} matrix product, {t}", f"{mm[k]['flops'] / 1e9:.0f}",
+                             f"{100 * mm[k]['flops'] / pk:.0f}%"])
+        out += ["What a large matrix product (the friendliest possible workload) reaches on this machine during "
+                "the run, as a practical ceiling:", "", table(["workload", "GFLOP/s", "of peak"], rows), ""]
+    for sec, title, text in (
+            ("imagenet", "ImageNet-size networks: ours vs timm and torchvision",
+             "Ours carry the peers' weights (converted with `seresnet.convert.from_timm` / `from_torchvision`, "
+             "which are exact), so each pair computes the same function. Training: forward + backward + SGD "
+             "(momentum 0.9, weight decay) on a fixed random batch; inference: eval mode under "
+             "`torch.inference_mode`; latency: one 224x224 image. The four networks of a table ran round-robin."),
+            ("cifar", "CIFAR-size networks: se_resnet20, resnet20 and a tutorial-style SE-ResNet-20",
+             "The reference (`benchmarks/reference.py`) is SE-ResNet-20 written as tutorials do: "
+             "`AdaptiveAvgPool2d(1)`, `Linear`, `ReLU`, `Linear`, `Sigmoid`, `x * y.expand_as(x)`, `out += "
+             "residual`; it has the same 274,847 weights and gets ours copied in (same outputs). Training batch "
+             "and inference batch as in the headings, 32x32 inputs.")):
+        if sec in data:
+            out += [f"## {title}", "", text, ""]
+            for g in data[sec]["groups"]:
+                out += [f"**{group_title(g)}** ({g['repeats']} interleaved rounds, load {g.get('load')})", "",
+                        group_table(g, mc), ""]
+    st = data.get("settings")
+    if st:
+        out += ["## Settings explored", "",
+                f"se_resnet20 training step, batch {st['batch_for_layout']} at 32x32, every setting in one "
+                "interleaved group (threads are switched with `torch.set_num_threads` before each call). "
+                "`compile` is `torch.compile` (inductor) of the model; the optimizer step stays eager.", ""]
+        base = min(st["layout"].values(), key=lambda r: r["items_per_s"])["items_per_s"]
+        rows = [[n, f"{1e3 * r['median_s']:.1f}", f"{r['items_per_s']:.0f}", f"{r['items_per_s'] / base:.2f}x"]
+                for n, r in st["layout"].items()]
+        out += [table(["setting", "median ms per step", "images/s", "vs slowest"], rows), ""]
+        out += [f"Batch size ({st['batch_setting']['name']}), images/s per batch size, one interleaved group:", ""]
+        out += [table(["batch", "median ms per step", "images/s"],
+                      [[n, f"{1e3 * r['median_s']:.1f}", f"{r['items_per_s']:.0f}"]
+                       for n, r in st["batch_size"].items()]), ""]
+        out += ["The SE forward of this package against the straightforward squeeze `x.mean((2, 3))` (what the "
+                "first implementation here used), same weights, training step:", ""]
+        for g in st["se_impl"]:
+            s = speedup(g, "se_resnet20", "se_resnet20_mean_squeeze")
+            out += [f"**{group_title(g)}**: ours {fmt_ratio(s)} as fast as with `x.mean`", "", group_table(g, mc), ""]
+    cp = data.get("compile")
+    if cp:
+        out += ["## torch.compile", "",
+                "Training step of the CIFAR networks, batch "
+                f"{cp['groups'][0]['batch'] if cp['groups'] else '?'} at 32x32, bf16 + channels_last, eager and "
+                "`torch.compile(model)` (inductor, default mode; the SGD step stays eager) in one interleaved group. "
+                "Compile time (first two calls) on this machine: "
+                + ", ".join(f"{n} {t:.0f} s" for n, t in cp["compile_s"].items())
+                + (f"; not compiled for lack of time: {', '.join(cp['skipped'])}" if cp.get("skipped") else "")
+                + ". Compiling is worth it only for runs much longer than that.", ""]
+        for g in cp["groups"]:
+            out += [group_table(g, mc), ""]
+    hk = data.get("hooks")
+    if hk:
+        rows = [[t, f"{r['plain_ms']:.1f}", f"{r['capture_ms']:.1f}", fmt_pct(r["capture_ratio"] - 1),
+                 f"{r['capture_features_ms']:.1f}", fmt_pct(r["capture_features_ratio"] - 1)]
+                for t, r in hk["by_threads"].items()]
+        out += ["## Capture overhead", "",
+                f"`seresnet.hooks.capture` of every SE block of {hk['model']} during inference (batch {hk['batch']}, "
+                f"32x32, fp32, eval, `no_grad`), {hk['repeats']} interleaved rounds, medians "
+                "(`benchmarks/bench_hooks.py`). The capture copies z and s (and with `features=True` the (N, C, H, W) "
+                "maps before and after each block) to float32 CPU tensors.", "",
+                table(["threads", "plain ms", "capture ms", "overhead", "with features ms", "overhead"], rows), ""]
+    out += ["## What the numbers mean", "",
+            "- *median ms per call*: median over the interleaved rounds of the time of one call (a training step "
+            "or an inference pass over the batch); *quartiles*: 25th and 75th percentile of the same samples.",
+            "- *images/s*: batch size / median time.",
+            "- *GFLOP/s*: 2 x multiply-adds per image x images/s (x 3 for training); *of peak*: that over the "
+            "theoretical peak derived above (AMX for bf16 settings, AVX-512 for fp32).",
+            "- Ratios are always taken inside one interleaved group, never across groups: the load on this "
+            "machine changes from minute to minute, so absolute numbers from different groups are not comparable, "
+            "ratios inside a group are.",
+            "- Settings: `fp32` = float32 NCHW eager; `bf16` = `torch.autocast('cpu', torch.bfloat16)`; `CL` = "
+            "channels_last for the model and the input; `compile` = `torch.compile(model)`; `Nt` = "
+            "`torch.set_num_threads(N)`.", ""]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--md", type=Path, default=None, help="where to write the report (default: BENCHMARKS.md at the "
+                   "repository root for the default results folder, else <results>/BENCHMARKS.md)")
+    args = p.parse_args(argv)
+    data = load(args.results)
+    if not data:
+        raise SystemExit(f"no results in {args.results}; run python -m benchmarks first")
+    md = args.md or (ROOT / "BENCHMARKS.md" if args.results.resolve() == RESULTS else args.results / "BENCHMARKS.md")
+    plot_path = args.results / PLOT_NAME
+    _, plot = summary(data)
+    make_plot(plot, data, plot_path)
+    try:
+        rel = plot_path.resolve().relative_to(md.resolve().parent).as_posix()
+    except ValueError:
+        rel = str(plot_path.resolve())
+    md.write_text(render(data, rel))
+    print(f"wrote {md} and {plot_path}")
+
+
+if __name__ == "__main__":
+    main()
