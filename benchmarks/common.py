@@ -32,10 +32,11 @@ class Setting:
     channels_last: bool = False  # NHWC activations and weights
     compile: bool = False  # torch.compile (inductor, default mode)
     threads: int = 2
+    bf16_weights: bool = False  # inference only: model and input converted to bfloat16, no autocast
 
     @property
     def name(self) -> str:
-        parts = ["bf16" if self.bf16 else "fp32"]
+        parts = ["bf16w" if self.bf16_weights else "bf16" if self.bf16 else "fp32"]
         if self.channels_last:
             parts.append("CL")
         if self.compile:
@@ -49,11 +50,16 @@ class Setting:
 
 FP32 = Setting()
 BF16_CL = Setting(bf16=True, channels_last=True)
+BF16W_CL = Setting(bf16=True, channels_last=True, bf16_weights=True)
 
 
 def prepare(model: nn.Module, setting: Setting, train: bool) -> nn.Module:
     """Put ``model`` in train / eval mode and the memory layout of ``setting``; compile it if asked."""
     model.train(train)
+    if setting.bf16_weights:
+        if train:
+            raise ValueError("bf16_weights is an inference setting; training uses bf16 autocast with fp32 weights")
+        model = model.to(torch.bfloat16)
     if setting.channels_last:
         model = model.to(memory_format=CL)
     if setting.compile:
@@ -91,9 +97,12 @@ def infer_step(model: nn.Module, batch: int, size: int, setting: Setting) -> Cal
     """A closure doing one inference pass (eval mode, ``inference_mode``) on a fixed random batch."""
     m = prepare(model, setting, train=False)
     x = _input(batch, size, setting)
+    if setting.bf16_weights:
+        x = x.to(torch.bfloat16)
 
     def step() -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=setting.bf16):
+        autocast = setting.bf16 and not setting.bf16_weights
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             m(x)
 
     return step

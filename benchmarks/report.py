@@ -58,7 +58,7 @@ def peak_for(setting: dict, machine: dict | None) -> tuple[float, str] | None:
     if not machine:
         return None
     peaks = machine["peak"]["peak_flops"]
-    if setting["bf16"] and "bf16_amx" in peaks:
+    if (setting["bf16"] or setting.get("bf16_weights")) and "bf16_amx" in peaks:
         return peaks["bf16_amx"], "bf16_amx"
     return peaks["fp32_avx512"], "fp32_avx512"
 
@@ -306,6 +306,10 @@ def render(data: dict, plot_rel: str) -> str:
         for label, key in (("before", "busy_before"), ("after", "busy_after")):
             if run.get(key):
                 out.append(f"- Other processes using CPU {label} the run: " + "; ".join(f"`{p}`" for p in run[key]))
+        if run.get("skipped"):
+            out.append(f"- Sections skipped (time limit): {', '.join(run['skipped'])}.")
+        if run.get("failed"):
+            out.append("- Sections that failed: " + "; ".join(f"{k}: {v}" for k, v in run["failed"].items()))
         if run.get("quick"):
             out.append("- **This was a `--quick` smoke run: few repeats and small sizes; not for quoting.**")
     if mc:
@@ -322,7 +326,8 @@ def render(data: dict, plot_rel: str) -> str:
             "75th percentile of the per-round ratios, i.e. how stable the ratio was (the verdict says *parity within "
             "noise* when that range contains the target). SE overhead is the median time of the SE network over the "
             "plain one, minus 1. Settings: `fp32` = float32 NCHW eager, `bf16+CL` = bfloat16 autocast + "
-            "channels_last eager, all with the run's thread count.", "",
+            "channels_last eager, `bf16w+CL` = (inference only) model and input converted to bfloat16, "
+            "channels_last, no autocast; all with the run's thread count.", "",
             table(["target", "goal", "measured", "verdict"], tabs["best"]), "",
             "### Ours against the implementations people use (same weights, same run)", "",
             table(["ours", "other", "mode", "batch x size", "setting", "speed-up", "rounds", "goal", "verdict"],
@@ -429,9 +434,10 @@ def render(data: dict, plot_rel: str) -> str:
             "- Ratios are always taken inside one interleaved group, never across groups: the load on this "
             "machine changes from minute to minute, so absolute numbers from different groups are not comparable, "
             "ratios inside a group are.",
-            "- Settings: `fp32` = float32 NCHW eager; `bf16` = `torch.autocast('cpu', torch.bfloat16)`; `CL` = "
-            "channels_last for the model and the input; `compile` = `torch.compile(model)`; `Nt` = "
-            "`torch.set_num_threads(N)`.", ""]
+            "- Settings: `fp32` = float32 NCHW eager; `bf16` = `torch.autocast('cpu', torch.bfloat16)`; `bf16w` = "
+            "inference with `model.to(torch.bfloat16)` and a bfloat16 input instead of autocast (autocast casts "
+            "every weight again on every call); `CL` = channels_last for the model and the input; `compile` = "
+            "`torch.compile(model)`; `Nt` = `torch.set_num_threads(N)`.", ""]
     return "\n".join(out) + "\n"
 
 
