@@ -275,11 +275,15 @@ def make_plot(plot: dict, data: dict, path: Path) -> None:
         ax.set_xscale("log")
     mc = data.get("machine")
     if mc:
-        for k, style in (("fp32", "--"), ("bf16", ":")):
-            mm = mc["matmul"][f"{max(int(t[:-1]) for t in mc['matmul'])}t"][k]
-            pk = mc["peak"]["peak_flops"]["fp32_avx512" if k == "fp32" else "bf16_amx"]
-            ax.axvline(100 * mm["flops"] / pk, color="k", ls=style, lw=1,
-                       label=f"{k} matrix product {mm['n']}x{mm['n']}: {100 * mm['flops'] / pk:.0f}% of peak")
+        mms = mc["matmul"][f"{max(int(t[:-1]) for t in mc['matmul'])}t"]
+        for k, style in (("fp32", "--"), ("bf16", ":"), ("fp32_conv", "-."), ("bf16_conv", "-")):
+            if k not in mms:
+                continue
+            mm = mms[k]
+            pk = mc["peak"]["peak_flops"]["fp32_avx512" if k.startswith("fp32") else "bf16_amx"]
+            ax.axvline(100 * mm["best_flops"] / pk, color="k", ls=style, lw=1,
+                       label=f"{k.split('_')[0]} {mm.get('what', 'matrix product')}: "
+                             f"{100 * mm['best_flops'] / pk:.0f}% of peak")
         ax.legend(fontsize=8, loc="lower right")
     ax.set_xlabel("achieved FLOP/s as % of this CPU's peak (fp32: AVX-512 FMA; bf16: AMX), log scale")
     ax.set_title("How close to the machine's limit (best setting per network)")
@@ -361,12 +365,14 @@ def render(data: dict, plot_rel: str) -> str:
                 "settings are compared with the AMX peak, fp32 settings with the AVX-512 fp32 peak.", ""]
         rows = []
         for t, mm in mc["matmul"].items():
-            for k in ("fp32", "bf16"):
-                pk = p["peak_flops"]["fp32_avx512" if k == "fp32" else "bf16_amx"]
-                rows.append([f"{k} {mm[k]['n']}x{mm[k]['n']} matrix product, {t}", f"{mm[k]['flops'] / 1e9:.0f}",
-                             f"{100 * mm[k]['flops'] / pk:.0f}%"])
-        out += ["What a large matrix product (the friendliest possible workload) reaches on this machine during "
-                "the run, as a practical ceiling:", "", table(["workload", "GFLOP/s", "of peak"], rows), ""]
+            for k, v in mm.items():
+                pk = p["peak_flops"]["fp32_avx512" if k.startswith("fp32") else "bf16_amx"]
+                rows.append([f"{k.split('_')[0]} {v.get('what', 'matrix product')}, {t}", f"{v['flops'] / 1e9:.0f}",
+                             f"{100 * v['flops'] / pk:.0f}%", f"{v['best_flops'] / 1e9:.0f}",
+                             f"{100 * v['best_flops'] / pk:.0f}%"])
+        out += ["What the friendliest workloads (a large matrix product, a large 3x3 convolution) reach on this "
+                "machine during the run, as a practical ceiling:", "",
+                table(["workload", "GFLOP/s (median)", "of peak", "GFLOP/s (best call)", "of peak"], rows), ""]
     for sec, title, text in (
             ("imagenet", "ImageNet-size networks: ours vs timm and torchvision",
              "Ours carry the peers' weights (converted with `seresnet.convert.from_timm` / `from_torchvision`, "

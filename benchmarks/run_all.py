@@ -112,7 +112,7 @@ def section_machine(args: argparse.Namespace) -> dict:
     peak = cpu_peak(info)
     ceiling = {f"{t}t": matmul_ceiling(t, seconds=0.5 if args.quick else 1.5) for t in (1, args.threads)}
     for k, v in ceiling.items():
-        log(f"  matmul {k}: fp32 {v['fp32']['flops'] / 1e9:.0f} GFLOP/s, bf16 {v['bf16']['flops'] / 1e9:.0f} GFLOP/s")
+        log(f"  ceiling {k}: " + ", ".join(f"{n} {r['best_flops'] / 1e9:.0f} GFLOP/s" for n, r in v.items()))
     return {"info": info, "peak": peak, "matmul": ceiling, "busy_processes": busy_processes()}
 
 
