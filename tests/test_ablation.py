@@ -176,9 +176,13 @@ def test_table_and_plot_from_results():
     assert md.count("\n") == len(rows) + 1 and "23.47" in md
     fig = ablation.plot_ablations(fake)
     assert len(fig.axes) == len(ablation.STUDIES)
-    import matplotlib.pyplot as plt
+    # the plotted bars are the table's numbers: our d_err, then the paper's, per study panel
+    gate_ax = fig.axes[list(ablation.STUDIES).index("gate")]
+    from matplotlib.container import BarContainer
 
-    plt.close(fig)
+    ours, paper = [c for c in gate_ax.containers if isinstance(c, BarContainer)]
+    assert [b.get_width() for b in ours] == pytest.approx([0.0, 5.0])
+    assert [b.get_width() for b in paper] == pytest.approx([0.0, 23.47 - 22.28])
 
 
 # --- knock-out table -------------------------------------------------------------------------------------------
@@ -223,10 +227,24 @@ def test_knockout_table_matches_direct_evaluation(knockout_setup):
     assert evaluate(model, images, preds).accuracy == 1.0  # and nothing is left attached afterwards
 
 
+def test_knockout_table_same_for_a_wrapped_model(knockout_setup):
+    """A model that is not an SEResNet (here wrapped in a Sequential) is evaluated edit by edit on the whole
+    network; an SEResNet reuses the unedited early stages. Both must give the same table."""
+    model, images, _, true_labels, stats = knockout_setup
+    scopes = [("SE_4_2", ["SE_4_2"]), ("stage 3", ["SE_3_1", "SE_3_2", "SE_3_3"])]
+    fast = ablation.se_knockout_table(model, images, true_labels, stats, scopes=scopes)
+    slow = ablation.se_knockout_table(torch.nn.Sequential(model), images, true_labels, stats, scopes=scopes)
+    assert [(r["edit"], r["scope"]) for r in fast] == [(r["edit"], r["scope"]) for r in slow]
+    assert [r["accuracy"] for r in fast] == pytest.approx([r["accuracy"] for r in slow], abs=1e-12)
+    assert len(fast) == 1 + 3 * len(scopes)
+
+
 def test_class_mean_edit_uses_each_images_true_class(knockout_setup):
     model, images, _, true_labels, stats = knockout_setup
     blocks = ["SE_4_1", "SE_4_2"]
     acc = ablation.knockout_accuracy(model, images, true_labels, "class_mean", blocks, stats)
+    table = ablation.se_knockout_table(model, images, true_labels, stats, scopes=[("late", blocks)],
+                                       edits=("class_mean",))
     correct = 0
     for k in range(10):  # every image evaluated under each class's mean; keep the image's own class
         with hooks.steer(model, {b: hooks.Replace(stats.mean[b][k]) for b in blocks}):
@@ -234,6 +252,7 @@ def test_class_mean_edit_uses_each_images_true_class(knockout_setup):
         mine = true_labels == k
         correct += int((p[mine] == k).sum())
     assert acc == pytest.approx(correct / len(true_labels), abs=1e-12)
+    assert table[1]["accuracy"] == pytest.approx(correct / len(true_labels), abs=1e-12)
 
 
 def test_default_scopes_and_errors(knockout_setup):
@@ -250,6 +269,8 @@ def test_default_scopes_and_errors(knockout_setup):
         ablation.se_knockout_table(model, images, preds, stats, scopes=[("x", ["SE_9_9"])])
     with pytest.raises(ValueError, match="no SE blocks"):
         ablation.default_knockout_scopes(create_model("resnet20"))
-    fig = ablation.plot_knockout(ablation.se_knockout_table(model, images[:20], preds[:20], stats,
-                                                            scopes=[("SE_4_3", ["SE_4_3"])]))
-    assert len(fig.axes) == 1
+    records = ablation.se_knockout_table(model, images[:20], preds[:20], stats, scopes=[("SE_4_3", ["SE_4_3"])])
+    fig = ablation.plot_knockout(records)
+    assert len(fig.axes) == 3  # one panel per edit
+    for ax, rec in zip(fig.axes, records[1:]):
+        assert ax.patches[0].get_width() == pytest.approx(100 * rec["delta"])
