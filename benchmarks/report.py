@@ -222,7 +222,7 @@ def make_plot(plot: dict, data: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(15, 10))
+    fig, axes = plt.subplots(2, 2, figsize=(15, 11))
     ax = axes[0, 0]
     if plot["peers"]:
         labels, vals = zip(*plot["peers"])
@@ -281,11 +281,12 @@ def make_plot(plot: dict, data: dict, path: Path) -> None:
                 continue
             mm = mms[k]
             pk = mc["peak"]["peak_flops"]["fp32_avx512" if k.startswith("fp32") else "bf16_amx"]
+            what = "3x3 conv" if k.endswith("conv") else "matrix product"
             ax.axvline(100 * mm["best_flops"] / pk, color="k", ls=style, lw=1,
-                       label=f"{k.split('_')[0]} {mm.get('what', 'matrix product')}: "
-                             f"{100 * mm['best_flops'] / pk:.0f}% of peak")
-        ax.legend(fontsize=8, loc="lower right")
-    ax.set_xlabel("achieved FLOP/s as % of this CPU's peak (fp32: AVX-512 FMA; bf16: AMX), log scale")
+                       label=f"{k.split('_')[0]} large {what}: {100 * mm['best_flops'] / pk:.0f}%")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    ax.set_xlim(0.1, 100)
+    ax.set_xlabel("achieved FLOP/s, % of peak (fp32: AVX-512 FMA, bf16: AMX; log scale)")
     ax.set_title("How close to the machine's limit (best setting per network)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
