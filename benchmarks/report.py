@@ -418,7 +418,10 @@ def render(data: dict, plot_rel: str) -> str:
                 "Compile time (first two calls) on this machine: "
                 + ", ".join(f"{n} {t:.0f} s" for n, t in cp["compile_s"].items())
                 + (f"; not compiled for lack of time: {', '.join(cp['skipped'])}" if cp.get("skipped") else "")
-                + ". Compiling is worth it only for runs much longer than that.", ""]
+                + ". Times of a few seconds mean inductor found the kernels in its on-disk cache from an earlier "
+                "run on this machine; a cold compile took minutes here (about 35 minutes for resnet20's training "
+                "step while the machine was heavily loaded). Compiling pays off only for runs much longer than "
+                "that.", ""]
         for g in cp["groups"]:
             out += [group_table(g, mc), ""]
     hk = data.get("hooks")
@@ -432,6 +435,28 @@ def render(data: dict, plot_rel: str) -> str:
                 "(`benchmarks/bench_hooks.py`). The capture copies z and s (and with `features=True` the (N, C, H, W) "
                 "maps before and after each block) to float32 CPU tensors.", "",
                 table(["threads", "plain ms", "capture ms", "overhead", "with features ms", "overhead"], rows), ""]
+    out += ["## Where the SE time goes (profiling notes)", "",
+            "From `torch.profiler` runs of one se_resnet20 and one resnet20 training step (batch 128, bf16 + "
+            "channels_last, 1 thread), compared op by op; these notes explain the numbers above, they are not "
+            "produced by the run:", "",
+            "- The straightforward squeeze `x.mean((2, 3))` was the biggest avoidable cost. On a bfloat16 map "
+            "`mean` (and `sum(dtype=float32)`) first converts the whole map to float32, about 9x slower than "
+            "`sum`, which accumulates in float32 internally anyway; and its backward returns a contiguous (NCHW) "
+            "gradient that autograd adds to the channels_last gradient of the scale step through a strided path "
+            "about 10x slower than a plain add. `seresnet/se.py` now pools with a small autograd Function "
+            "(`_GlobalAvgPool`: `sum` forward, a backward in the input's memory format); the *settings* section "
+            "measures it against `x.mean` with the same weights.",
+            "- What remains is memory traffic: per SE block and training step about ten passes over the feature "
+            "map (forward: the sum and the scale; backward: the scale's input gradient, the product and sum for "
+            "the gradient of s, the squeeze gradient and its accumulation), next to roughly thirty to forty for "
+            "the convolutions, batch norms, ReLUs and the addition of the residual unit. The convolutions get "
+            "much faster in bfloat16 (AMX); these element-wise passes hardly do, so the *relative* SE overhead is "
+            "larger with bf16 + channels_last than in fp32, and larger at CIFAR sizes (16 to 64 channels, cheap "
+            "convolutions) than for ResNet-50.",
+            "- Tried and not kept (no gain beyond the noise here): fusing scale, residual addition and ReLU with "
+            "`addcmul` (a broadcasting `addcmul` is slower than `mul` + `add` on this CPU), the gradient of s as a "
+            "batched matrix product, an in-place residual addition, and the jemalloc / tcmalloc allocators.",
+            "- `torch.compile` fuses those passes (section *torch.compile*).", ""]
     out += ["## What the numbers mean", "",
             "- *median ms per call*: median over the interleaved rounds of the time of one call (a training step "
             "or an inference pass over the batch); *quartiles*: 25th and 75th percentile of the same samples.",
