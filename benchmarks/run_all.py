@@ -55,7 +55,7 @@ from benchmarks.reference import ReferenceSEResNet20, copy_weights
 from seresnet import count_macs, create_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("machine", "cifar", "imagenet", "settings", "hooks", "compile")
+SECTIONS = ("machine", "cifar", "hooks", "imagenet", "settings", "compile")
 
 
 def log(msg: str) -> None:
