@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import html
 import io
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +53,7 @@ __all__ = [
     "plot_confusions",
     "plot_history",
     "plot_per_class_accuracy",
+    "recommended_threads",
     "sample_split_folder",
 ]
 
@@ -475,6 +477,21 @@ def demo_data(root: str | Path | None = None, train_per_class: int = 80) -> Demo
                         f"{n_train} training and {n_test} test images (real CIFAR-10 test images). Expect low "
                         f"accuracy: that is far too little data to learn CIFAR-10.", n_train, n_test)
     return DemoData(None if root is None else str(root), True, f"CIFAR-10 found ({source}).", 50_000, 10_000)
+
+
+def recommended_threads() -> int | None:
+    """CPU threads for training in a notebook: 1 when the machine is already busy, else None (PyTorch's default).
+
+    "Busy" means a 1-minute load average of at least the number of cores minus a half. Then OpenMP threads spin
+    waiting for cores that other processes hold, and two threads can be 10-20 times *slower* than one (measured on
+    a 2-core machine running other trainings); on an idle machine more threads are faster.
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on Windows
+        return None
+    cores = os.cpu_count() or 1
+    return 1 if cores > 1 and load >= cores - 0.5 else None
 
 
 def evaluation_set(full: bool = False, root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:

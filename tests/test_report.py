@@ -200,3 +200,19 @@ def test_history_summary() -> None:
     a, b = t.records
     assert a["epochs"] == 4 and a["test_acc"] == pytest.approx(0.36) and a["best_test_acc"] == pytest.approx(0.36)
     assert b["wall_min"] == pytest.approx(20 / 60)
+
+
+def test_recommended_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.7, 3.0, 2.0))
+    assert report.recommended_threads() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.2, 0.1))
+    assert report.recommended_threads() is None
+
+    def unavailable():
+        raise OSError("no load average")
+
+    monkeypatch.setattr(os, "getloadavg", unavailable)
+    assert report.recommended_threads() is None
