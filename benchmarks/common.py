@@ -120,7 +120,8 @@ class Case:
 
 def interleaved(cases: dict[str, Case], repeats: int, warmup: int = 2, min_call_s: float = 0.0,
                 log: Callable[[str], None] | None = None) -> dict[str, dict]:
-    """Time ``cases`` round-robin: ``warmup`` untimed calls each, then ``repeats`` rounds of one sample per case.
+    """Time ``cases`` round-robin: ``warmup`` untimed calls each, then ``repeats`` rounds of one sample per case
+    (the order rotates from round to round).
 
     A sample is the mean time of ``k`` back-to-back calls, with ``k`` chosen once from the warm-up so that a
     sample lasts at least ``min_call_s`` (short calls are otherwise dominated by timer and scheduler noise).
@@ -138,8 +139,11 @@ def interleaved(cases: dict[str, Case], repeats: int, warmup: int = 2, min_call_
         if log:
             log(f"    warm-up {name}: {per_call * 1e3:.1f} ms/call")
     samples: dict[str, list[float]] = {n: [] for n in cases}
-    for _ in range(repeats):
-        for name, c in cases.items():
+    names = list(cases)
+    for r in range(repeats):
+        # rotate the order every round so that no case always follows the same other case
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            c = cases[name]
             torch.set_num_threads(c.threads)
             k = reps[name]
             t0 = time.perf_counter()
