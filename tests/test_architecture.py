@@ -338,3 +338,18 @@ def test_plot_se_steps_bars_equal_inputs() -> None:
     assert len(A.plot_se_steps(z, s[0]).axes) == 2
     with pytest.raises(ValueError, match="same number of channels"):
         A.plot_se_steps(torch.randn(3), torch.rand(4))
+
+
+def test_architecture_explorer_update_is_fast() -> None:
+    """Changing a dropdown rebuilds and traces a whole network on the meta device; CPU time is asserted (see the
+    SE cost explorer test), even for SE-ResNet-152 seen for the first time."""
+    ex = A.architecture_explorer()
+    cpu = []
+    for attr, value in [("model", "se_resnet152"), ("reduction", 8), ("integration", "pre"), ("model", "se_resnet56"),
+                        ("stride_on", "1x1"), ("model", "se_resnet101")]:
+        c = time.process_time()
+        getattr(ex, attr).value = value
+        cpu.append(time.process_time() - c)
+    print(f"architecture explorer update: CPU median {1000 * statistics.median(cpu):.0f} ms, "
+          f"max {1000 * max(cpu):.0f} ms")
+    assert statistics.median(cpu) < 0.5
