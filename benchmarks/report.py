@@ -456,7 +456,9 @@ def render(data: dict, plot_rel: str) -> str:
             "- Tried and not kept (no gain beyond the noise here): fusing scale, residual addition and ReLU with "
             "`addcmul` (a broadcasting `addcmul` is slower than `mul` + `add` on this CPU), the gradient of s as a "
             "batched matrix product, an in-place residual addition, and the jemalloc / tcmalloc allocators.",
-            "- `torch.compile` fuses those passes (section *torch.compile*).", ""]
+            "- `torch.compile` fuses those passes (section *torch.compile*). Under compilation the squeeze is a "
+            "plain `mean` again (`torch.compiler.is_compiling()`): inductor fuses that well, while the eager "
+            "workaround Function made compiled training about 30% slower in a first measurement.", ""]
     out += ["## What the numbers mean", "",
             "- *median ms per call*: median over the interleaved rounds of the time of one call (a training step "
             "or an inference pass over the batch); *quartiles*: 25th and 75th percentile of the same samples.",
