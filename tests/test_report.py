@@ -216,3 +216,18 @@ def test_recommended_threads(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(os, "getloadavg", unavailable)
     assert report.recommended_threads() is None
+
+
+def test_readme_figure_script(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_readme_figures",
+                                                  Path(__file__).resolve().parent.parent / "scripts" /
+                                                  "make_readme_figures.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert all(name.endswith(".png") and callable(fn) for name, fn in script.FIGURES.items())
+    assert script.main(["--out", str(tmp_path), "--only", "se_integration_variants", "--dpi", "40"]) == 0
+    png = tmp_path / "se_integration_variants.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert script.main(["--out", str(tmp_path), "--only", "nope"]) == 2
