@@ -289,7 +289,7 @@ def save_weights(model: SEResNet, out: Path, cfg: TrainConfig, history: list[dic
         "model_config": model.config.to_dict(),
         "recipe": dataclasses.asdict(cfg),
         "epochs": len(history),
-        "final_test_acc": last.get("test_acc"),
+        "test_accuracy": last.get("test_acc"),  # measured by the end-of-epoch evaluation
         "wall_time_s": last.get("wall_s"),
         "machine": _machine(),
         "trained_on": "CIFAR-10 from the data source given in recipe.data",
