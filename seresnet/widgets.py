@@ -195,7 +195,7 @@ class RecalibrationExplorer(Explorer):
         s_img = self.excitation[block][i]
         ax = self._ax_img_s
         ax.clear()
-        ax.plot(x, s_img, lw=1.2, color="C3", label=f"image {i}")
+        ax.plot(x, s_img, lw=1.2, color="black", label=f"image {i}")
         ax.plot(x, means[label], lw=1.2, ls="--", color=f"C{label % 10}", label=f"mean of {self.class_names[label]}")
         ax.set_title(f"image {i} vs its class mean at {block}")
         ax.set_xlabel("channel index")
