@@ -11,6 +11,7 @@ uses the checkpoints and the CIFAR-10 sample shipped with the package.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -57,11 +58,49 @@ def per_class_accuracy() -> Figure:
                                           title="Per-class accuracy on the 1,000 CIFAR-10 test images shipped")
 
 
+@functools.lru_cache(maxsize=1)
+def _sample_excitation_stats():
+    """The shipped se_resnet20, the shipped sample and its excitation statistics (computed once per run)."""
+    from seresnet import hooks
+    from seresnet.data import TensorBatches
+
+    images, labels = load_sample()
+    model = create_model("se_resnet20", pretrained=True)
+    return model, images, labels, hooks.excitation_stats(model, TensorBatches(images, labels, 250), 10)
+
+
+def excitation_profiles() -> Figure:
+    """Notebook 04: mean excitation per channel by class at early and late blocks (the paper's Fig. 6 on CIFAR-10)."""
+    from seresnet import plots
+
+    stats = _sample_excitation_stats()[3]
+    return plots.plot_excitation_profiles(stats, ["SE_2_1", "SE_2_3", "SE_3_3", "SE_4_1", "SE_4_2", "SE_4_3"],
+                                          ["airplane", "automobile", "cat", "frog"], CIFAR10_CLASSES)
+
+
+def se_knockout() -> Figure:
+    """Notebook 05: accuracy when SE blocks are switched off or their excitations replaced by means."""
+    from seresnet import ablation
+
+    model, images, labels, stats = _sample_excitation_stats()
+    return ablation.plot_knockout(ablation.se_knockout_table(model, images, labels, stats, bf16=True))
+
+
+def ablations() -> Figure:
+    """Notebook 06: the stored CIFAR-10 ablation results beside the paper's Tables 10-14."""
+    from seresnet import ablation
+
+    return ablation.plot_ablations(ablation.load_ablation_results(REPO / "notebooks" / "results" / "ablations.json"))
+
+
 FIGURES: dict[str, Callable[[], Figure]] = {
     "se_integration_variants.png": se_integration_variants,
     "se_resnet50_stage_costs.png": se_resnet50_stage_costs,
     "training_curves.png": training_curves,
     "per_class_accuracy.png": per_class_accuracy,
+    "excitation_profiles.png": excitation_profiles,
+    "se_knockout.png": se_knockout,
+    "ablations.png": ablations,
 }
 
 
