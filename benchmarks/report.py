@@ -32,16 +32,21 @@ def load(results: Path) -> dict[str, dict]:
 
 
 # --- derived numbers -----------------------------------------------------------------------------------------
+def paired_ratio(group: dict, a: str, b: str) -> float:
+    """Median over the rounds of time(b) / time(a): each ratio compares two calls made seconds apart, under the
+    same load, so bursts of load from other processes cancel out better than in a ratio of medians."""
+    ra, rb = group["results"][a]["times_s"], group["results"][b]["times_s"]
+    return statistics.median(y / x for x, y in zip(ra, rb))
+
+
 def speedup(group: dict, ours: str, theirs: str) -> float:
-    """How many times faster ``ours`` is than ``theirs`` in one interleaved group: median(theirs) / median(ours)."""
-    r = group["results"]
-    return r[theirs]["median_s"] / r[ours]["median_s"]
+    """How many times faster ``ours`` is than ``theirs`` in one interleaved group (median of per-round ratios)."""
+    return paired_ratio(group, ours, theirs)
 
 
 def overhead(group: dict, se: str, plain: str) -> float:
-    """Extra time of the SE network: median(se) / median(plain) - 1."""
-    r = group["results"]
-    return r[se]["median_s"] / r[plain]["median_s"] - 1
+    """Extra time of the SE network: median over rounds of time(se) / time(plain), minus 1."""
+    return paired_ratio(group, plain, se) - 1
 
 
 def paired_spread(group: dict, a: str, b: str) -> tuple[float, float]:
@@ -55,12 +60,14 @@ def paired_spread(group: dict, a: str, b: str) -> tuple[float, float]:
 
 
 def peak_for(setting: dict, machine: dict | None) -> tuple[float, str] | None:
+    """Peak FLOP/s available to ``setting``: the AMX peak for bf16, AVX-512 for fp32, scaled to the cores used."""
     if not machine:
         return None
     peaks = machine["peak"]["peak_flops"]
+    share = min(setting.get("threads", machine["peak"]["cores"]), machine["peak"]["cores"]) / machine["peak"]["cores"]
     if (setting["bf16"] or setting.get("bf16_weights")) and "bf16_amx" in peaks:
-        return peaks["bf16_amx"], "bf16_amx"
-    return peaks["fp32_avx512"], "fp32_avx512"
+        return share * peaks["bf16_amx"], "bf16_amx"
+    return share * peaks["fp32_avx512"], "fp32_avx512"
 
 
 def best_group(groups: list[dict], mode: str, name: str, batch: int | None = None) -> dict | None:
@@ -275,12 +282,15 @@ def make_plot(plot: dict, data: dict, path: Path) -> None:
         ax.set_xscale("log")
     mc = data.get("machine")
     if mc:
-        mms = mc["matmul"][f"{max(int(t[:-1]) for t in mc['matmul'])}t"]
+        tkey = f"{data.get('run', {}).get('threads', 0)}t"
+        tkey = tkey if tkey in mc["matmul"] else f"{max(int(t[:-1]) for t in mc['matmul'])}t"
+        mms = mc["matmul"][tkey]
         for k, style in (("fp32", "--"), ("bf16", ":"), ("fp32_conv", "-."), ("bf16_conv", "-")):
             if k not in mms:
                 continue
             mm = mms[k]
             pk = mc["peak"]["peak_flops"]["fp32_avx512" if k.startswith("fp32") else "bf16_amx"]
+            pk *= min(int(tkey[:-1]), mc["peak"]["cores"]) / mc["peak"]["cores"]
             what = "3x3 conv" if k.endswith("conv") else "matrix product"
             ax.axvline(100 * mm["best_flops"] / pk, color="k", ls=style, lw=1,
                        label=f"{k.split('_')[0]} large {what}: {100 * mm['best_flops'] / pk:.0f}%")
@@ -326,13 +336,15 @@ def render(data: dict, plot_rel: str) -> str:
                 "- No GPU was available to this run, so there is no GPU table (the paper's +10% training overhead "
                 "is a GPU figure; everything here is CPU)."]
     out += ["", "## Headline numbers against the targets", "",
-            "Speed-ups are the median time of the other network divided by ours (> 1: ours faster), taken inside one "
-            "interleaved group in which the networks ran round-robin under the same load; *rounds* gives the 25th to "
-            "75th percentile of the per-round ratios, i.e. how stable the ratio was (the verdict says *parity within "
-            "noise* when that range contains the target). SE overhead is the median time of the SE network over the "
-            "plain one, minus 1. Settings: `fp32` = float32 NCHW eager, `bf16+CL` = bfloat16 autocast + "
-            "channels_last eager, `bf16w+CL` = (inference only) model and input converted to bfloat16, "
-            "channels_last, no autocast; all with the run's thread count.", "",
+            "Speed-ups are time of the other network / time of ours (> 1: ours faster), taken round by round inside "
+            "one interleaved group in which the networks ran round-robin under the same load, and the median over "
+            "the rounds is shown; *rounds* gives the 25th to 75th percentile of those per-round ratios, i.e. how "
+            "stable the ratio was (the verdict says *parity within noise* when that range contains the target). SE "
+            "overhead is the same median ratio SE network / plain one, minus 1. Comparisons of two different "
+            "settings (\"each in its fastest setting\") divide the medians of two groups. Settings: `fp32` = "
+            "float32 NCHW eager, `bf16+CL` = bfloat16 autocast + channels_last eager, `bf16w+CL` = (inference only) "
+            "model and input converted to bfloat16, channels_last, no autocast; all with the run's thread count "
+            f"({run.get('threads', '?')}).", "",
             table(["target", "goal", "measured", "verdict"], tabs["best"]), "",
             "### Ours against the implementations people use (same weights, same run)", "",
             table(["ours", "other", "mode", "batch x size", "setting", "speed-up", "rounds", "goal", "verdict"],
@@ -363,11 +375,13 @@ def render(data: dict, plot_rel: str) -> str:
                 "hyperthread on that core (if any) is idle. Achieved FLOP/s = 2 x multiply-adds per image "
                 "(`seresnet.count_macs`, i.e. `FlopCounterMode`, at the benchmark's input size) x images/s, and x 3 "
                 "for a training step (forward, gradient of the activations, gradient of the weights). bf16 "
-                "settings are compared with the AMX peak, fp32 settings with the AVX-512 fp32 peak.", ""]
+                "settings are compared with the AMX peak, fp32 settings with the AVX-512 fp32 peak, both scaled to "
+                "the cores the setting uses (a 1-thread run is compared with one core's peak).", ""]
         rows = []
         for t, mm in mc["matmul"].items():
             for k, v in mm.items():
                 pk = p["peak_flops"]["fp32_avx512" if k.startswith("fp32") else "bf16_amx"]
+                pk *= min(int(t[:-1]), p["cores"]) / p["cores"]
                 rows.append([f"{k.split('_')[0]} {v.get('what', 'matrix product')}, {t}", f"{v['flops'] / 1e9:.0f}",
                              f"{100 * v['flops'] / pk:.0f}%", f"{v['best_flops'] / 1e9:.0f}",
                              f"{100 * v['best_flops'] / pk:.0f}%"])

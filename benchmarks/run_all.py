@@ -27,6 +27,7 @@ import argparse
 import copy
 import datetime as dt
 import json
+import os
 import sys
 import tempfile
 import time
@@ -84,7 +85,7 @@ def run_group(models: dict[str, torch.nn.Module], mode: str, batch: int, size: i
         fn = (train_step(m, batch, size, setting, num_classes) if mode == "train"
               else infer_step(m, batch, size, setting))
         cases[name] = Case(fn, batch, setting.threads)
-    warmup = 3 if setting.compile else 2
+    warmup = 4 if setting.compile else 3
     res = interleaved(cases, repeats, warmup=warmup, min_call_s=min_call_s, log=log)
     return {n: _strip(r) for n, r in res.items()}
 
@@ -105,12 +106,17 @@ def group_record(models: dict[str, torch.nn.Module], mode: str, batch: int, size
             "seconds": time.perf_counter() - t0, "load": load_average(), "results": res}
 
 
+def thread_counts(args: argparse.Namespace) -> list[int]:
+    """1 thread, all cores, and the run's thread count."""
+    return sorted({1, os.cpu_count() or 1, args.threads})
+
+
 # --- sections ------------------------------------------------------------------------------------------------
 def section_machine(args: argparse.Namespace) -> dict:
     info = machine_info()
     log(f"machine: {info['cpu_model']}, {info['logical_cpus']} CPUs, {info['cpu_mhz']} MHz, {info['isa_flags']}")
     peak = cpu_peak(info)
-    ceiling = {f"{t}t": matmul_ceiling(t, seconds=0.5 if args.quick else 1.5) for t in (1, args.threads)}
+    ceiling = {f"{t}t": matmul_ceiling(t, seconds=0.5 if args.quick else 1.5) for t in thread_counts(args)}
     for k, v in ceiling.items():
         log(f"  ceiling {k}: " + ", ".join(f"{n} {r['best_flops'] / 1e9:.0f} GFLOP/s" for n, r in v.items()))
     return {"info": info, "peak": peak, "matmul": ceiling, "busy_processes": busy_processes()}
@@ -195,7 +201,7 @@ def section_settings(args: argparse.Namespace) -> dict:
     t = args.threads
     # 1. number format x memory layout x threads, training, one interleaved group (each case its own setting).
     variants = {}
-    for threads in sorted({1, t}):
+    for threads in thread_counts(args):
         for bf16 in (False, True):
             for cl in (False, True):
                 variants[Setting(bf16=bf16, channels_last=cl, threads=threads).name] = Setting(bf16, cl, False, threads)
@@ -277,7 +283,7 @@ def section_hooks(args: argparse.Namespace) -> dict:
     out = {}
     torch.manual_seed(0)
     model = create_model("se_resnet20").eval()
-    for threads in sorted({1, args.threads}):
+    for threads in thread_counts(args):
         torch.set_num_threads(threads)
         log(f"  capture overhead, se_resnet20 inference batch {args.hooks_batch}, fp32, {threads} thread(s)")
         r = capture_overhead(model, args.hooks_batch, args.hooks_repeats)
@@ -296,7 +302,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     p.add_argument("--skip", nargs="+", choices=SECTIONS, default=[], help="do not run these sections")
     p.add_argument("--quick", action="store_true", help="few repeats and small sizes: checks that everything runs")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for the main comparisons (default 2)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="intra-op threads for the main comparisons (default: all cores)")
     p.add_argument("--repeats", type=int, default=11, help="interleaved rounds for the CIFAR groups")
     p.add_argument("--imagenet-repeats", type=int, default=7)
     p.add_argument("--max-minutes", type=float, default=25,
