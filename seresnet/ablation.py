@@ -18,7 +18,6 @@ Command line (what produced ``notebooks/results/ablations.json``)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
 import math
@@ -26,7 +25,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,27 +170,6 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
         tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _cached_cifar() -> Iterator[None]:
-    """Decode each CIFAR-10 split once for the whole sweep instead of once per variant (50k JPEGs take longer to
-    decode than a short training run of ResNet-20 on a subset). Patches ``seresnet.train.load_cifar10`` only
-    while the sweep runs."""
-    original = _train.load_cifar10
-    cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def cached(split: str = "train", root: str | os.PathLike | None = None, download: bool = False):
-        key = (split, str(root))
-        if key not in cache:
-            cache[key] = original(split, root, download=download)
-        return cache[key]
-
-    _train.load_cifar10 = cached
-    try:
-        yield
-    finally:
-        _train.load_cifar10 = original
-
-
 def _budget(epochs: int, train_limit: int | None, test_limit: int | None, seed: int, batch_size: int, lr: float,
             warmup_epochs: float, monitor_limit: int) -> dict[str, Any]:
     return dict(epochs=epochs, train_limit=train_limit, test_limit=test_limit, seed=seed, batch_size=batch_size,
@@ -233,7 +211,7 @@ def run_ablations(
     name, study, setting, model, overrides, params, macs, test_acc, test_images, epochs, train_images, seconds,
     machine, date, history.
     """
-    from .data import subset
+    from .data import load_cifar10, subset
     from .evaluate import evaluate
     from .model import count_macs, count_params
 
@@ -280,37 +258,33 @@ def run_ablations(
         else:
             _atomic_write_json(partial, state)
 
-    with _cached_cifar():
-        root = configs[names[0]].data
-        x_test, y_test = subset(*_train.load_cifar10("test", root), test_limit)
-        _train.load_cifar10("train", root)  # decode now so that the first variant's seconds count training only
-        for i, v in enumerate(variants):
-            if v.name in done:
-                continue
-            cfg = configs[v.name]
-            if progress:
-                print(f"[{i + 1}/{len(variants)}] {v.name}: {v.model} {v.overrides}", flush=True)
-            t0 = time.perf_counter()
-            result = _train.train(cfg, progress=progress)
-            ev = evaluate(result.model, x_test, y_test, bf16=cfg.bf16, channels_last=cfg.channels_last)
-            seconds = time.perf_counter() - t0
-            model = result.model
-            done[v.name] = dict(
-                **v.to_dict(), params=count_params(model), macs=count_macs(model), test_acc=ev.accuracy,
-                test_loss=ev.loss, test_images=int(y_test.shape[0]), epochs=len(result.history),
-                train_images=min(train_limit or 10**9, _train_size(cfg.data)), seed=cfg.seed, seconds=round(seconds, 1),
-                machine=_machine(), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                history=result.history)
-            if progress:
-                print(f"    test accuracy {ev.accuracy:.4f} on {y_test.shape[0]} images, {seconds:.0f} s", flush=True)
-            save(final=False)
+    # Decode the data set once for the whole sweep (50k JPEGs take longer than a short run on a subset).
+    root = configs[names[0]].data
+    full_test = load_cifar10("test", root)
+    arrays = (*load_cifar10("train", root), *full_test)
+    x_test, y_test = subset(*full_test, test_limit)
+    for i, v in enumerate(variants):
+        if v.name in done:
+            continue
+        cfg = configs[v.name]
+        if progress:
+            print(f"[{i + 1}/{len(variants)}] {v.name}: {v.model} {v.overrides}", flush=True)
+        t0 = time.perf_counter()
+        result = _train.train(cfg, progress=progress, arrays=arrays)
+        ev = evaluate(result.model, x_test, y_test, bf16=cfg.bf16, channels_last=cfg.channels_last)
+        seconds = time.perf_counter() - t0
+        model = result.model
+        done[v.name] = dict(
+            **v.to_dict(), params=count_params(model), macs=count_macs(model), test_acc=ev.accuracy,
+            test_loss=ev.loss, test_images=int(y_test.shape[0]), epochs=len(result.history),
+            train_images=min(train_limit or 10**9, int(arrays[1].shape[0])), seed=cfg.seed, seconds=round(seconds, 1),
+            machine=_machine(), date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            history=result.history)
+        if progress:
+            print(f"    test accuracy {ev.accuracy:.4f} on {y_test.shape[0]} images, {seconds:.0f} s", flush=True)
+        save(final=False)
     save(final=True)
     return state
-
-
-def _train_size(root: str | None) -> int:
-    # Inside _cached_cifar this is a cache hit: the training split was just loaded by train().
-    return int(_train.load_cifar10("train", root)[1].shape[0])
 
 
 def load_ablation_results(path: str | os.PathLike) -> dict[str, Any]:

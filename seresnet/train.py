@@ -134,12 +134,15 @@ def train(
     progress: bool = True,
     on_epoch_end: Callable[[list[dict[str, float]]], None] | None = None,
     device: str | torch.device | None = None,
+    arrays: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on CIFAR-10 and return the model and its history.
 
     ``resume`` continues from ``cfg.out/checkpoint.pt`` (to the same result as an uninterrupted run); without it an
     existing checkpoint in ``cfg.out`` is never overwritten unless ``overwrite``. ``on_epoch_end(history)`` is called
-    after each epoch (the notebooks use it for a live plot).
+    after each epoch (the notebooks use it for a live plot). ``arrays`` = (train images, train labels, test images,
+    test labels) already in memory (uint8 / int64, as ``load_cifar10`` returns them) skips loading ``cfg.data``:
+    a sweep of many short runs decodes the data set once.
     """
     cfg.validate()
     rank, world = _dist_env()
@@ -170,8 +173,11 @@ def train(
         raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
 
     # Data first: a missing dataset or a bad batch size fails before anything is written.
-    x_train, y_train = load_cifar10("train", cfg.data, download=cfg.download)
-    x_test, y_test = load_cifar10("test", cfg.data)
+    if arrays is None:
+        x_train, y_train = load_cifar10("train", cfg.data, download=cfg.download)
+        x_test, y_test = load_cifar10("test", cfg.data)
+    else:
+        x_train, y_train, x_test, y_test = arrays
     x_train, y_train = subset(x_train, y_train, cfg.train_limit)
     x_test, y_test = subset(x_test, y_test, cfg.test_limit)
     batches = TensorBatches(x_train, y_train, cfg.batch_size, shuffle=True, augment=True, drop_last=True,
