@@ -15,9 +15,9 @@ import torch
 
 matplotlib.use("Agg")
 
-from seresnet import ablation, hooks  # noqa: E402
+from seresnet import ablation, hooks, report  # noqa: E402
 from seresnet import train as train_mod  # noqa: E402
-from seresnet.data import CIFAR10_CLASSES, TensorBatches, load_sample  # noqa: E402
+from seresnet.data import TensorBatches, load_sample  # noqa: E402
 from seresnet.evaluate import evaluate, predict_logits  # noqa: E402
 from seresnet.model import count_params, create_model  # noqa: E402
 
@@ -28,21 +28,10 @@ def sample():
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory, sample):
-    """A CIFAR-10 image folder root/{train,test}/<class>/NNNN.png built from the shipped sample (train: images
-    0..14 of every class, test: images 15..24)."""
-    from torchvision.io import write_png
-
-    images, labels = sample
-    root = tmp_path_factory.mktemp("cifar")
-    for split, lo, hi in (("train", 0, 15), ("test", 15, 25)):
-        for k, name in enumerate(CIFAR10_CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            idx = (labels == k).nonzero().squeeze(1)[lo:hi]
-            for j, i in enumerate(idx.tolist()):
-                write_png(images[i], str(folder / f"{j:04d}.png"))
-    return root
+def data_root(tmp_path_factory):
+    """A CIFAR-10 image folder root/{train,test}/<class>/ copied from the shipped sample (15 train images per
+    class, the other 85 test)."""
+    return report.sample_split_folder(train_per_class=15, dest=tmp_path_factory.mktemp("cifar"))
 
 
 def _tiny(variants, out, data_root, **kw):
