@@ -16,10 +16,17 @@ from seresnet.data import CIFAR10_CLASSES
 REPO = Path(__file__).resolve().parent.parent
 SHARED_CIFAR = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 
-if not os.environ.get("CI"):
-    # On a shared 2-core development machine, two spinning OpenMP threads per process make convolutions 10-40x
-    # slower when other jobs run; CI has the machine to itself and keeps torch's default.
-    torch.set_num_threads(1)
+# One intra-op thread: the tests run small models, and on a busy 2-core machine two spinning OpenMP threads make
+# convolutions 10-40x slower.
+torch.set_num_threads(1)
+
+# Reference gate functions written from their definitions, to check the SE block's gates against.
+GATE_FNS = {
+    "sigmoid": torch.sigmoid,
+    "hard_sigmoid": lambda t: torch.clamp(t / 6 + 0.5, 0, 1),  # relu6(t + 3) / 6
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+}
 
 
 @pytest.fixture(scope="session")

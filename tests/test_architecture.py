@@ -19,15 +19,6 @@ from seresnet.blocks import BasicBlock, Bottleneck
 from seresnet.report import Table
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: this machine is small and busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --- SE cost -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("channels,reduction", [(64, 16), (256, 16), (2048, 16), (256, 4), (16, 32), (48, 16)])
 def test_se_param_formula_counts_a_real_block(channels: int, reduction: int) -> None:

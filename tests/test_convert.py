@@ -35,14 +35,6 @@ from seresnet.convert import (
 SIZE = 64  # small ImageNet-style input: enough for all strides (total 32), fast on CPU
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a small, busy CPU, two spinning OpenMP threads make convs 10-40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 def randomise(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -12,6 +12,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import GATE_FNS
 
 from seresnet import create_model
 from seresnet.hooks import (
@@ -26,22 +27,6 @@ from seresnet.hooks import (
     se_block_names,
     steer,
 )
-
-GATE_FNS = {
-    "sigmoid": torch.sigmoid,
-    "hard_sigmoid": F.hardsigmoid,
-    "tanh": torch.tanh,
-    "relu": F.relu,
-}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models run far faster on one thread than on two contended ones (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -27,15 +27,6 @@ from seresnet import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a small, busy CPU, two spinning OpenMP threads make convs 10-40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def meta_model(name: str, **overrides: object) -> SEResNet:
     with torch.device("meta"):
         return create_model(name, **overrides)

@@ -15,15 +15,6 @@ from seresnet.data import CIFAR10_CLASSES, load_cifar10
 from seresnet.evaluate import EvalResult
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: this machine is small and busy."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _history(n: int, offset: float = 0.0) -> list[dict[str, float]]:
     return [{"epoch": e, "train_loss": 2.0 - 0.1 * e + offset, "test_loss": 2.1 - 0.1 * e + offset,
              "train_acc": 0.1 * e + offset, "test_acc": 0.09 * e + offset, "lr": 0.1 / e, "wall_s": 10.0 * e}

@@ -5,24 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import GATE_FNS
 
 from seresnet.se import GATES, SQUEEZE_MODES, SEBlock, se_hidden_width
-
-GATE_FNS = {
-    "sigmoid": torch.sigmoid,
-    "hard_sigmoid": lambda t: torch.clamp(t / 6 + 0.5, 0, 1),  # relu6(t + 3) / 6
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a small, busy CPU, two spinning OpenMP threads make convs 10-40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def manual_se(block: SEBlock, x: torch.Tensor, squeeze: str, gate: str) -> tuple[torch.Tensor, torch.Tensor]:

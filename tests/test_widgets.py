@@ -16,26 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from seresnet import create_model
+from seresnet.data import CIFAR10_CLASSES, normalize
 from seresnet.hooks import excitation_stats
 from seresnet.widgets import recalibration_explorer, steering_explorer
 
-try:
-    from seresnet.data import normalize
-except ImportError:  # the lead's data module may not exist yet in a partial checkout
-    def normalize(images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor((0.4914, 0.4822, 0.4465)).view(3, 1, 1) * 255
-        std = torch.tensor((0.2470, 0.2435, 0.2616)).view(3, 1, 1) * 255
-        return (images.float() - mean) / std
-
-NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+NAMES = list(CIFAR10_CLASSES)
 
 
 @pytest.fixture(scope="module")
