@@ -142,7 +142,8 @@ def summary(data: dict) -> tuple[dict[str, list[list[str]]], dict]:
         tabs["peers"].append([ours, theirs.replace("reference_", "tutorial "), g["mode"], f"{g['batch']} x {g['size']}",
                               short(g["setting"]["name"]), fmt_ratio(s), f"{lo:.2f} to {hi:.2f}",
                               f">= {target:.1f}", peer_verdict(s, lo, hi, target)])
-        plot["peers"].append((f"{ours} vs {theirs.split('_')[0]}, {g['mode']}, {short(g['setting']['name'])}", s))
+        plot["peers"].append((f"{ours} vs {theirs.split('_')[0]}, {g['mode']}, {short(g['setting']['name'])}", s,
+                              peer_verdict(s, lo, hi, 1.0)))
     for sec, se, plain in ((ci, "se_resnet20", "resnet20"), (im, "se_resnet50", "resnet50")):
         if not sec:
             continue
@@ -156,7 +157,8 @@ def summary(data: dict) -> tuple[dict[str, list[list[str]]], dict]:
             plot["overhead"].append((f"{se} / {plain}, {g['mode']}, {short(g['setting']['name'])}", o))
         g_se, g_pl = best_group(sec["groups"], "train", se), best_group(sec["groups"], "train", plain)
         if g_se and g_pl:
-            o = g_se["results"][se]["median_s"] / g_pl["results"][plain]["median_s"] - 1
+            o = (overhead(g_se, se, plain) if g_se is g_pl
+                 else g_se["results"][se]["median_s"] / g_pl["results"][plain]["median_s"] - 1)
             tabs["best"].append([f"SE overhead in training, {se} ({short(g_se['setting']['name'])}) / {plain} "
                                  f"({short(g_pl['setting']['name'])}), each in its fastest eager setting",
                                  "<= 10%", fmt_pct(o), verdict(o <= TARGETS["se_overhead_train"])])
@@ -165,7 +167,8 @@ def summary(data: dict) -> tuple[dict[str, list[list[str]]], dict]:
             ours, ref = best_group(ci["groups"], mode, "se_resnet20"), best_group(ci["groups"], mode,
                                                                                   "reference_se_resnet20")
             if ours and ref:
-                s = ref["results"]["reference_se_resnet20"]["median_s"] / ours["results"]["se_resnet20"]["median_s"]
+                s = (speedup(ours, "se_resnet20", "reference_se_resnet20") if ours is ref else
+                     ref["results"]["reference_se_resnet20"]["median_s"] / ours["results"]["se_resnet20"]["median_s"])
                 tabs["best"].append([f"se_resnet20 ({short(ours['setting']['name'])}) vs tutorial SE-ResNet-20 "
                                      f"({short(ref['setting']['name'])}), {mode}, each in its fastest eager setting",
                                      ">= 1.20x", fmt_ratio(s), verdict(s >= TARGETS["reference"])])
@@ -173,22 +176,24 @@ def summary(data: dict) -> tuple[dict[str, list[list[str]]], dict]:
         g = cp["groups"][0]
         r = g["results"]
 
-        def best(n: str) -> tuple[float, str]:
+        def best(n: str) -> str:
+            """The faster of the eager and the compiled variant of network ``n`` ("" if absent)."""
             c = [(r[k]["median_s"], k) for k in (n, f"{n}+compile") if k in r]
-            return min(c) if c else (float("nan"), "")
+            return min(c)[1] if c else ""
 
-        (t_se, k_se), (t_ref, k_ref), (t_pl, k_pl) = (best("se_resnet20"), best("reference_se_resnet20"),
-                                                       best("resnet20"))
+        k_se, k_ref, k_pl = best("se_resnet20"), best("reference_se_resnet20"), best("resnet20")
         if k_se and k_ref:
-            s = t_ref / t_se
+            s = paired_ratio(g, k_se, k_ref)
             tabs["best"].append([f"se_resnet20 vs tutorial SE-ResNet-20, training, each in its best setting including "
                                  f"torch.compile (ours: {k_se}, reference: {k_ref}; one group)", ">= 1.20x",
                                  fmt_ratio(s), verdict(s >= TARGETS["reference"])])
             if "se_resnet20+compile" in r and "reference_se_resnet20+compile" in r:
                 s2 = speedup(g, "se_resnet20+compile", "reference_se_resnet20+compile")
-                plot["peers"].append(("se_resnet20 vs tutorial, train, bf16+CL+compile", s2))
+                lo, hi = paired_spread(g, "se_resnet20+compile", "reference_se_resnet20+compile")
+                plot["peers"].append(("se_resnet20 vs tutorial, train, bf16+CL+compile", s2,
+                                      peer_verdict(s2, lo, hi, 1.0)))
         if k_se and k_pl:
-            o = t_se / t_pl - 1
+            o = paired_ratio(g, k_pl, k_se) - 1
             tabs["best"].append([f"SE overhead in training, se_resnet20 / resnet20, each in its best setting including "
                                  f"torch.compile (SE: {k_se}, plain: {k_pl}; one group)", "<= 10%", fmt_pct(o),
                                  verdict(o <= TARGETS["se_overhead_train"])])
@@ -232,8 +237,9 @@ def make_plot(plot: dict, data: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(15, 11))
     ax = axes[0, 0]
     if plot["peers"]:
-        labels, vals = zip(*plot["peers"])
-        colors = ["tab:green" if v >= 1 else "tab:red" for v in vals]
+        labels, vals, verdicts = zip(*plot["peers"])
+        colors = ["tab:green" if v == "met" else "tab:gray" if v.startswith("parity") else "tab:red"
+                  for v in verdicts]
         ax.barh(range(len(vals)), vals, color=colors)
         ax.set_yticks(range(len(vals)), labels, fontsize=7)
         ax.axvline(1.0, color="k", lw=1)
@@ -241,7 +247,8 @@ def make_plot(plot: dict, data: dict, path: Path) -> None:
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
         ax.invert_yaxis()
-    ax.set_xlabel("speed-up of ours over the peer (median time peer / ours); > 1: ours faster")
+    ax.set_xlabel("speed-up of ours (median of per-round time peer / ours); green > 1, gray: parity within "
+                  "noise, red < 1")
     ax.set_title("Ours vs timm / torchvision / tutorial SE-ResNet-20 (same run, same weights)")
 
     ax = axes[0, 1]
@@ -254,7 +261,7 @@ def make_plot(plot: dict, data: dict, path: Path) -> None:
         for i, v in enumerate(vals):
             ax.text(100 * v, i, f" {100 * v:+.1f}%", va="center", fontsize=7)
         ax.invert_yaxis()
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     ax.set_xlabel("extra time of the SE network over the plain ResNet (%)")
     ax.set_title("SE overhead (same run, interleaved)")
 
@@ -269,7 +276,12 @@ def make_plot(plot: dict, data: dict, path: Path) -> None:
             ax.text(v, i, f" {v:.0f}", va="center", fontsize=7)
         ax.invert_yaxis()
         ax.set_xlabel(f"se_resnet20 training images/s (batch {st['batch_for_layout']}, 32x32)")
-        ax.set_title("Settings explored (one interleaved run)")
+        title = "Settings explored (one interleaved run)"
+        one = max((r["items_per_s"] for n, r in st["layout"].items() if n.endswith("+1t")), default=0)
+        two = max((r["items_per_s"] for n, r in st["layout"].items() if n.endswith("+2t")), default=0)
+        if two and two < one:
+            title += "\n2-thread runs stalled: another process held the second core"
+        ax.set_title(title)
 
     ax = axes[1, 1]
     if plot["peak"]:
@@ -318,9 +330,21 @@ def render(data: dict, plot_rel: str) -> str:
                 f"- Load averages (1, 5, 15 min, as `uptime` prints them) before: {run.get('load_before')}, "
                 f"after: {run.get('load_after')}. This machine is shared; see below for other processes.",
                 ]
+        if mc and run.get("threads", 0) < mc["info"]["logical_cpus"]:
+            out.append(f"- The main comparisons used {run['threads']} thread(s) on this "
+                       f"{mc['info']['logical_cpus']}-core machine on purpose: it is shared, and while another "
+                       "process runs on one core, every OpenMP barrier of a 2-thread run waits for the descheduled "
+                       "thread, so 2-thread timings swing by factors (see the 2-thread rows of the settings, capture "
+                       "and ceiling tables, measured in the same run), while 1-thread timings stay stable. Peak "
+                       "fractions are taken against the peak of the cores used.")
         for label, key in (("before", "busy_before"), ("after", "busy_after")):
-            if run.get(key):
-                out.append(f"- Other processes using CPU {label} the run: " + "; ".join(f"`{p}`" for p in run[key]))
+            others = [p for p in run.get(key, []) if "-m benchmarks" not in p]  # older runs listed themselves
+            if others:
+                out.append(f"- Other processes using CPU {label} the run: " + "; ".join(f"`{p}`" for p in others))
+        for rr in run.get("reruns", []):
+            out.append(f"- Rerun afterwards: `{rr.get('command')}` ({', '.join(rr.get('sections', []))}), started "
+                       f"{rr.get('started_utc')}, load before {rr.get('load_before')}, after {rr.get('load_after')}; "
+                       "those sections' numbers come from this rerun.")
         if run.get("skipped"):
             out.append(f"- Sections skipped (time limit): {', '.join(run['skipped'])}.")
         if run.get("failed"):
@@ -369,10 +393,21 @@ def render(data: dict, plot_rel: str) -> str:
                 "`ONEDNN_VERBOSE=1`: `brg_conv_fwd:avx10_1_512_amx`): a 16x32 by 32x16 tile product is "
                 "16 x 16 x 32 = 8192 multiply-adds = 16384 FLOP every 16 cycles = 1024.", ""]
         out += [f"- {k}: {v}" for k, v in p["derivation"].items()]
-        out += ["", f"Assumptions: the clock is the {p['ghz']:.2f} GHz the kernel reports in /proc/cpuinfo (the "
-                "guest cannot see turbo; a higher real clock would raise every peak and lower every fraction "
-                "below), each of the 2 vCPUs is a whole core with two AVX-512 FMA units, and the host's other "
-                "hyperthread on that core (if any) is idle. Achieved FLOP/s = 2 x multiply-adds per image "
+        if p.get("measured_clock"):
+            mcl = p["measured_clock"]
+            clock = (f"the clock is {p['ghz']:.2f} GHz, measured during the run by timing chains of dependent "
+                     f"instructions of known latency in a small C program (`benchmarks/common.py`, "
+                     f"`measure_clock_ghz`: register adds {mcl['add_chain_ghz']:.2f} GHz, imul "
+                     f"{mcl['imul_chain_ghz']:.2f} GHz; the larger is used); /proc/cpuinfo reports only the nominal "
+                     f"{p.get('nominal_ghz', 0):.2f} GHz, which the 1-thread fp32 matrix product below beats, so the "
+                     "core clearly runs in turbo. Both cores are assumed to run at that clock, and AVX-512 and AMX "
+                     "code may run slower than scalar code, so the peaks are upper bounds")
+        else:
+            clock = (f"the clock is the {p['ghz']:.2f} GHz the kernel reports in /proc/cpuinfo (the guest cannot see "
+                     "turbo; a higher real clock would raise every peak and lower every fraction below)")
+        out += ["", f"Assumptions: {clock}; each of the 2 vCPUs is a whole core with two AVX-512 FMA units (the "
+                "1-thread fp32 matrix product reaches more than the 32 FLOP per cycle one unit could do), and the "
+                "host's other hyperthread on that core (if any) is idle. Achieved FLOP/s = 2 x multiply-adds per image "
                 "(`seresnet.count_macs`, i.e. `FlopCounterMode`, at the benchmark's input size) x images/s, and x 3 "
                 "for a training step (forward, gradient of the activations, gradient of the weights). bf16 "
                 "settings are compared with the AMX peak, fp32 settings with the AVX-512 fp32 peak, both scaled to "

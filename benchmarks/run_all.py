@@ -361,6 +361,11 @@ def main(argv: list[str] | None = None) -> None:
     run.update(finished_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                seconds=time.perf_counter() - t0, load_after=load_average(), busy_after=busy_processes())
     log(f"load after: {run['load_after']}, {run['seconds']:.0f} s")
+    if args.only and (args.out / "run.json").exists():
+        # a partial rerun: keep the description of the full run and note what was redone
+        full = json.loads((args.out / "run.json").read_text())
+        full.setdefault("reruns", []).append(run)
+        run = full
     save("run", run, args.out)
     if not args.no_report:
         report.main(["--results", str(args.out)])
