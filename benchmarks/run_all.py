@@ -187,10 +187,18 @@ def _naive_squeeze_model() -> torch.nn.Module:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x.mean(dim=(2, 3)) if self.mode == "avg" else x.amax(dim=(2, 3))
 
+    m = _module_by_module_model()
+    for se in m.se_blocks().values():
+        se.squeeze = MeanSqueeze(se.squeeze.mode)
+    return m
+
+
+def _module_by_module_model() -> torch.nn.Module:
+    """se_resnet20 that always runs squeeze, excitation and scale one by one (no fused training path)."""
     torch.manual_seed(0)
     m = create_model("se_resnet20")
     for se in m.se_blocks().values():
-        se.squeeze = MeanSqueeze(se.squeeze.mode)
+        se.fused = False
     return m
 
 
@@ -225,14 +233,14 @@ def section_settings(args: argparse.Namespace) -> dict:
     for n, r in batch.items():
         log(f"    {n:24s} {r['items_per_s']:9.1f} img/s")
 
-    # 3. the SE forward of this package vs the straightforward one, same weights, fp32 and bf16 + CL.
+    # 3. the SE implementation of this package (fused training path) vs module by module vs the straightforward
+    # squeeze, same weights (all three are seeded identically), fp32 and bf16 + CL.
     se_impl = []
-    naive = _naive_squeeze_model()
+    impls = {"se_resnet20": se20, "se_resnet20_module_by_module": _module_by_module_model(),
+             "se_resnet20_mean_squeeze": _naive_squeeze_model()}
     for s in (Setting(threads=t), best):
-        se_impl.append(group_record({"se_resnet20": se20, "se_resnet20_mean_squeeze": naive}, "train",
-                                    args.cifar_train_batch, 32, s, args.repeats, 10,
-                                    {"se_resnet20": macs["se_resnet20"],
-                                     "se_resnet20_mean_squeeze": macs["se_resnet20"]}, args.min_call_s))
+        se_impl.append(group_record(impls, "train", args.cifar_train_batch, 32, s, args.repeats, 10,
+                                    {n: macs["se_resnet20"] for n in impls}, args.min_call_s))
     return {"macs": macs, "batch_for_layout": args.cifar_train_batch, "layout": layout, "batch_size": batch,
             "batch_setting": best.to_dict(), "se_impl": se_impl}
 

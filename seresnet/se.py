@@ -67,6 +67,52 @@ class _GlobalAvgPool(torch.autograd.Function):
         return g.contiguous(memory_format=fmt)
 
 
+class _FusedSE(torch.autograd.Function):
+    """The whole SE block as one autograd node, used for training in eager mode (same values as the modules).
+
+    Why: in the module-by-module graph, ``U`` receives two gradients (through the scale and through the squeeze)
+    that autograd materialises and adds, three extra passes over the largest tensor of the block. Here the
+    backward computes ``dU = dY * s + dz / HW`` in one ``addcmul``. The excitation still runs as a module inside
+    (its forward hooks fire, so capture and steering see and edit ``s`` as usual); its backward is a small
+    autograd graph evaluated with ``torch.autograd.grad``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, excitation: nn.Module, *params: torch.Tensor) -> torch.Tensor:
+        z = x.sum(dim=(2, 3)).mul_(1.0 / (x.shape[2] * x.shape[3]))  # as _GlobalAvgPool, see there
+        with torch.enable_grad():
+            z_leaf = z.detach().requires_grad_()
+            s = excitation(z_leaf)
+        ctx.save_for_backward(x, s.detach())
+        ctx.z_leaf, ctx.s_graph, ctx.params = z_leaf, s, params
+        return x * s.detach()[:, :, None, None].to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, s = ctx.saved_tensors
+        s_map = s.to(grad_out.dtype)[:, :, None, None]
+        grad_s = (grad_out * x).sum(dim=(2, 3)).to(s.dtype)
+        trainable = [p for p in ctx.params if p.requires_grad]
+        grad_z, param_grads = None, {}
+        if ctx.s_graph.requires_grad:  # False when steering replaced s by a constant
+            grads = torch.autograd.grad(ctx.s_graph, [ctx.z_leaf, *trainable], grad_s, allow_unused=True)
+            grad_z, param_grads = grads[0], {id(p): g for p, g in zip(trainable, grads[1:])}
+        ctx.s_graph = ctx.z_leaf = None  # free the small graph now
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            if grad_z is None:
+                grad_x = grad_out * s_map
+            else:
+                hw = x.shape[2] * x.shape[3]
+                grad_x = torch.addcmul((grad_z / hw).to(grad_out.dtype)[:, :, None, None], grad_out, s_map)
+        return (grad_x, None, *(param_grads.get(id(p)) for p in ctx.params))
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
 class Squeeze(nn.Module):
     """Global spatial pooling to a channel descriptor: (B, C, H, W) -> (B, C)."""
 
@@ -120,6 +166,8 @@ class SEBlock(nn.Module):
         gate: ``"sigmoid"`` (paper), ``"hard_sigmoid"``, ``"tanh"`` or ``"relu"`` (paper Table 12).
         min_hidden: smallest hidden width.
         bias: bias in both FC layers, as in the official release.
+        fused: in eager training, run the block as one autograd node (:class:`_FusedSE`: same values, fewer
+            passes over memory). Set to False to always run ``squeeze``, ``excitation`` and ``scale`` one by one.
     """
 
     def __init__(
@@ -130,18 +178,29 @@ class SEBlock(nn.Module):
         gate: GateName = "sigmoid",
         min_hidden: int = 1,
         bias: bool = True,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.channels = channels
+        self.fused = fused
         self.hidden = se_hidden_width(channels, reduction, min_hidden)
         self.squeeze = Squeeze(squeeze)
         self.excitation = Excitation(channels, self.hidden, gate=gate, bias=bias)
         self.scale = ChannelScale()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_fused(x):
+            return _FusedSE.apply(x, self.excitation, *self.excitation.parameters())
         z = self.squeeze(x)
         s = self.excitation(z)
         return self.scale(x, s)
+
+    def _use_fused(self, x: torch.Tensor) -> bool:
+        """Fused training path: eager, gradients wanted, average squeeze, no hooks on the modules it bypasses."""
+        return (self.fused and x.requires_grad and torch.is_grad_enabled() and self.squeeze.mode == "avg"
+                and x.dim() == 4 and not torch.compiler.is_compiling() and not _has_hooks(self.squeeze)
+                and not _has_hooks(self.scale) and not nn.modules.module._global_forward_hooks
+                and not nn.modules.module._global_forward_pre_hooks)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, hidden={self.hidden}"

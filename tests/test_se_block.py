@@ -166,3 +166,90 @@ def test_unknown_gate(gate: str) -> None:
 def test_unknown_squeeze(squeeze: str) -> None:
     with pytest.raises(ValueError, match=r"squeeze must be one of \('avg', 'max'\)"):
         SEBlock(64, squeeze=squeeze)  # type: ignore[arg-type]
+
+
+# --- the fused training path (_FusedSE) -------------------------------------------------------------------------
+def _outputs_and_grads(model: torch.nn.Module, x: torch.Tensor, fused: bool) -> tuple[torch.Tensor, ...]:
+    for se in model.se_blocks().values():
+        se.fused = fused
+    model.zero_grad()
+    xg = x.clone().requires_grad_()
+    out = model(xg)
+    (out * torch.linspace(-1, 1, out.shape[1], dtype=out.dtype)).sum().backward()
+    return (out.detach(), xg.grad, *(p.grad for p in model.parameters()))
+
+
+@pytest.mark.parametrize("name,overrides", [("se_resnet20", {}), ("se_resnet20", {"integration": "pre"}),
+                                            ("se_resnet20", {"integration": "identity"}),
+                                            ("se_resnet50", {"input_size": 32, "num_classes": 10})])
+def test_fused_training_path_matches_the_modules(name: str, overrides: dict) -> None:
+    from seresnet import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, **overrides).double().train()
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    fused = _outputs_and_grads(model, x, True)
+    modular = _outputs_and_grads(model, x, False)
+    assert len(fused) == len(modular)
+    for a, b in zip(fused, modular):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_path_runs_only_when_training_in_eager_mode() -> None:
+    se = SEBlock(32, reduction=4)
+    x = torch.randn(2, 32, 5, 5, requires_grad=True)
+    assert type(se(x).grad_fn).__name__ == "_FusedSEBackward"
+    with torch.no_grad():
+        assert se(x).grad_fn is None
+    assert type(se(x.detach()).grad_fn).__name__ != "_FusedSEBackward"  # input needs no gradient
+    assert type(SEBlock(32, reduction=4, squeeze="max")(x).grad_fn).__name__ != "_FusedSEBackward"
+    se.fused = False
+    assert type(se(x).grad_fn).__name__ != "_FusedSEBackward"
+
+
+def test_hooks_on_bypassed_modules_switch_to_the_module_path() -> None:
+    se = SEBlock(16, reduction=4)
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    seen: list[torch.Tensor] = []
+    handle = se.squeeze.register_forward_hook(lambda m, a, out: seen.append(out))
+    y = se(x)
+    handle.remove()
+    assert len(seen) == 1 and type(y.grad_fn).__name__ != "_FusedSEBackward"
+    # hooks on the excitation (capture, steering) keep the fused path: the excitation still runs as a module
+    handle = se.excitation.register_forward_hook(lambda m, a, out: out * 0.5)
+    y = se(x)
+    handle.remove()
+    assert type(y.grad_fn).__name__ == "_FusedSEBackward"
+    se.fused = False
+    handle = se.excitation.register_forward_hook(lambda m, a, out: out * 0.5)
+    torch.testing.assert_close(se(x), y)
+
+
+@pytest.mark.parametrize("edit", ["scale", "constant", "off"])
+def test_fused_path_with_steering_matches_the_modules(edit: str) -> None:
+    from seresnet import create_model
+    from seresnet.hooks import Constant, Off, Scale, steer
+
+    torch.manual_seed(1)
+    model = create_model("se_resnet20").double().train()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    e = {"scale": Scale(0.5, channels=[0, 3]), "constant": Constant(0.2), "off": Off()}[edit]
+    with steer(model, {"SE_3_*": e}):
+        fused = _outputs_and_grads(model, x, True)
+        modular = _outputs_and_grads(model, x, False)
+    for a, b in zip(fused, modular):
+        if b is None:  # an excitation switched off entirely gets no gradient on either path
+            assert a is None or not a.any()
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_gradient_keeps_channels_last_in_bfloat16() -> None:
+    se = SEBlock(32, reduction=4)
+    x = torch.randn(4, 32, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = se(x.to(torch.bfloat16))
+    y.float().square().sum().backward()
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    assert se.excitation.fc1.weight.grad is not None and torch.isfinite(se.excitation.fc1.weight.grad).all()
