@@ -37,8 +37,13 @@ class EvalResult:
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, images: torch.Tensor, batch_size: int = 500, bf16: bool = False, channels_last: bool = False,
+    flip_tta: bool = False,
 ) -> torch.Tensor:
-    """Logits (N, K) in float32 for uint8 images (N, 3, H, W), in eval mode (the mode is restored afterwards)."""
+    """Logits (N, K) in float32 for uint8 images (N, 3, H, W), in eval mode (the mode is restored afterwards).
+
+    ``flip_tta``: test-time augmentation, the mean of the logits of each image and of its horizontal mirror image
+    (the training augmentation flips, so both are images the model has learnt from).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -47,7 +52,11 @@ def predict_logits(
     try:
         for x, _ in TensorBatches(images, labels, batch_size, channels_last=channels_last):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out.append(model(x.to(device)).float().cpu())
+                x = x.to(device)
+                logits = model(x).float()
+                if flip_tta:
+                    logits = (logits + model(x.flip(3)).float()) / 2
+                out.append(logits.cpu())
     finally:
         model.train(was_training)
     return torch.cat(out)
@@ -55,12 +64,12 @@ def predict_logits(
 
 def evaluate(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500, bf16: bool = False,
-    channels_last: bool = False, num_classes: int | None = None,
+    channels_last: bool = False, num_classes: int | None = None, flip_tta: bool = False,
 ) -> EvalResult:
-    """Evaluate ``model`` on uint8 images (N, 3, H, W) with int labels (N,)."""
+    """Evaluate ``model`` on uint8 images (N, 3, H, W) with int labels (N,); ``flip_tta`` as in ``predict_logits``."""
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
-    logits = predict_logits(model, images, batch_size, bf16, channels_last)
+    logits = predict_logits(model, images, batch_size, bf16, channels_last, flip_tta=flip_tta)
     k = num_classes or logits.shape[1]
     preds = logits.argmax(1)
     confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
@@ -83,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--weights", help="run directory, model.safetensors or checkpoint.pt")
     p.add_argument("--data", default=None, help="data root (default: $SERESNET_DATA or data/)")
     p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--flip-tta", action="store_true", help="average the logits of each image and its mirror image")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = p.parse_args(argv)
     try:
         model = load_pretrained(args.pretrained) if args.pretrained else load_model(args.weights)
         images, labels = load_cifar10(args.split, args.data)
-        result = evaluate(model, images, labels)
+        result = evaluate(model, images, labels, flip_tta=args.flip_tta)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

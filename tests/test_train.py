@@ -156,6 +156,20 @@ def test_evaluate_confusion_matrix() -> None:
             assert res.confusion[t, p] == ((y == t) & (preds == p)).sum()
 
 
+def test_flip_test_time_augmentation_averages_image_and_mirror() -> None:
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    x = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (20,))
+    from seresnet.data import normalize
+    from seresnet.evaluate import predict_logits
+
+    with torch.no_grad():
+        expected = (model(normalize(x)) + model(normalize(x.flip(3)))) / 2
+    torch.testing.assert_close(predict_logits(model, x, batch_size=8, flip_tta=True), expected)
+    assert torch.equal(evaluate(model, x, y, flip_tta=True).predictions, expected.argmax(1))
+
+
 @pytest.mark.slow
 def test_distributed_data_parallel_with_gloo(tiny_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
