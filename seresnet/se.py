@@ -167,7 +167,8 @@ class SEBlock(nn.Module):
         min_hidden: smallest hidden width.
         bias: bias in both FC layers, as in the official release.
         fused: in eager training, run the block as one autograd node (:class:`_FusedSE`: same values, fewer
-            passes over memory). Set to False to always run ``squeeze``, ``excitation`` and ``scale`` one by one.
+            passes over memory). Set to False to always run ``squeeze``, ``excitation`` and ``scale`` one by one
+            (needed for second derivatives, e.g. gradient penalties: the fused backward is not differentiable).
     """
 
     def __init__(

@@ -253,3 +253,15 @@ def test_fused_gradient_keeps_channels_last_in_bfloat16() -> None:
     y.float().square().sum().backward()
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
     assert se.excitation.fc1.weight.grad is not None and torch.isfinite(se.excitation.fc1.weight.grad).all()
+
+
+def test_second_derivatives_need_the_module_path() -> None:
+    se = SEBlock(8, reduction=2)
+    x = torch.randn(2, 8, 3, 3, requires_grad=True)
+    (g,) = torch.autograd.grad(se(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
+    se.fused = False
+    (g,) = torch.autograd.grad(se(x).square().sum(), x, create_graph=True)
+    g.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
