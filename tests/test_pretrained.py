@@ -50,3 +50,8 @@ def test_metadata_accuracy_is_what_evaluation_measures(cifar_root: Path) -> None
         assert result.accuracy == pytest.approx(meta["test_accuracy"], abs=1e-9), name
         per_class = torch.tensor(list(meta["per_class_accuracy"].values()), dtype=torch.float64)
         torch.testing.assert_close(result.per_class_accuracy, per_class)
+        tta = evaluate(create_model(name, pretrained=True), x, y, flip_tta=True)
+        assert tta.accuracy == pytest.approx(meta["test_accuracy_flip_tta"], abs=1e-9), name
+        # "time to 90%" is the wall time of the first epoch whose evaluation reached 90% (None: never)
+        first = next((r for r in meta["history"] if r["test_acc"] >= 0.9), None)
+        assert meta["time_to_90_percent_s"] == (first["wall_s"] if first else None)
