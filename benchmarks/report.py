@@ -468,7 +468,8 @@ def render(data: dict, plot_rel: str) -> str:
     if cp:
         out += ["## torch.compile", "",
                 "Training step of the CIFAR networks, batch "
-                f"{cp['groups'][0]['batch'] if cp['groups'] else '?'} at 32x32, bf16 + channels_last, eager and "
+                f"{cp['groups'][0]['batch'] if cp['groups'] else '?'} at 32x32, bf16 + channels_last, "
+                f"{cp['groups'][0]['setting']['threads'] if cp['groups'] else '?'} thread(s), eager and "
                 "`torch.compile(model)` (inductor, default mode; the SGD step stays eager) in one interleaved group. "
                 "Compile time (first two calls) on this machine: "
                 + ", ".join(f"{n} {t:.0f} s" for n, t in cp["compile_s"].items())
