@@ -183,3 +183,18 @@ def test_distributed_data_parallel_with_gloo(tiny_folder: Path, tmp_path: Path) 
     # two processes each see half of the 120 images: 3 steps of 20 per process per epoch
     assert len(hist) == 2 and all(0 <= r["test_acc"] <= 1 for r in hist)
     assert load_model(out).num_classes == 10
+
+
+@pytest.mark.slow
+def test_compiled_training_writes_plain_checkpoints(tiny_folder: Path, tmp_path: Path) -> None:
+    """``compile=True`` (the shipped recipe's ``--compile``) trains and saves weights under the model's own names."""
+    out = tmp_path / "compiled"
+    result = train(tiny_cfg(tiny_folder, out, model="resnet20", epochs=1, compile=True), progress=False)
+    assert len(result.history) == 1 and torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert set(ckpt["model"]) == set(create_model("resnet20").state_dict())  # no "_orig_mod." prefixes
+    assert ckpt["train_config"]["compile"] is True
+    reloaded = load_model(out).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), result.model.eval()(x))
