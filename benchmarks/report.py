@@ -341,10 +341,17 @@ def render(data: dict, plot_rel: str) -> str:
             others = [p for p in run.get(key, []) if "-m benchmarks" not in p]  # older runs listed themselves
             if others:
                 out.append(f"- Other processes using CPU {label} the run: " + "; ".join(f"`{p}`" for p in others))
-        for rr in run.get("reruns", []):
-            out.append(f"- Rerun afterwards: `{rr.get('command')}` ({', '.join(rr.get('sections', []))}), started "
-                       f"{rr.get('started_utc')}, load before {rr.get('load_before')}, after {rr.get('load_after')}; "
-                       "those sections' numbers come from this rerun.")
+        rerun_lines, later = [], set()
+        for rr in reversed(run.get("reruns", [])):  # a section's numbers come from the last run that ran it
+            sections = rr.get("sections", [])
+            current = [sec for sec in sections if sec not in later]
+            later |= set(sections)
+            source = (f"the {', '.join(current)} numbers come from this rerun" if current
+                      else "all of its sections were run again later")
+            rerun_lines.append(f"- Rerun afterwards: `{rr.get('command')}` ({', '.join(sections)}), started "
+                               f"{rr.get('started_utc')}, load before {rr.get('load_before')}, after "
+                               f"{rr.get('load_after')}; {source}.")
+        out += reversed(rerun_lines)
         if run.get("skipped"):
             out.append(f"- Sections skipped (time limit): {', '.join(run['skipped'])}.")
         if run.get("failed"):

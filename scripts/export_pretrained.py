@@ -51,7 +51,7 @@ def main() -> None:
     recipe = ckpt["train_config"]
     # the first epoch whose end-of-epoch evaluation (bfloat16, during training) reached 90%
     first_90 = next((r for r in history if r.get("test_acc", 0) >= 0.90), None)
-    flags = "".join(f" --{k.replace('_', '-')}" for k in ("compile",) if recipe.get(k))
+    flags = " --compile" if recipe.get("compile") else ""
     source = find_cifar10(args.data)
     meta = {
         "model": recipe["model"],

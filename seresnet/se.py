@@ -44,6 +44,16 @@ def se_hidden_width(channels: int, reduction: int = 16, min_hidden: int = 1) -> 
     return max(channels // reduction, min_hidden)
 
 
+def _spatial_mean(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C) mean via ``sum``: in bfloat16 ``mean`` first converts the whole map to float32."""
+    return x.sum(dim=(2, 3)).mul_(1.0 / (x.shape[2] * x.shape[3]))
+
+
+def _scale_channels(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) x (B, C) -> (B, C, H, W), in the dtype of ``x``."""
+    return x * s[:, :, None, None].to(x.dtype)
+
+
 class _GlobalAvgPool(torch.autograd.Function):
     """Global average pooling (B, C, H, W) -> (B, C) whose gradient keeps the input's memory format.
 
@@ -57,7 +67,7 @@ class _GlobalAvgPool(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.shape, ctx.dtype = x.shape, x.dtype
         ctx.channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        return x.sum(dim=(2, 3)).mul_(1.0 / (x.shape[2] * x.shape[3]))
+        return _spatial_mean(x)
 
     @staticmethod
     def backward(ctx: Any, grad_z: torch.Tensor) -> torch.Tensor:
@@ -79,13 +89,13 @@ class _FusedSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, excitation: nn.Module, *params: torch.Tensor) -> torch.Tensor:
-        z = x.sum(dim=(2, 3)).mul_(1.0 / (x.shape[2] * x.shape[3]))  # as _GlobalAvgPool, see there
+        z = _spatial_mean(x)
         with torch.enable_grad():
             z_leaf = z.detach().requires_grad_()
             s = excitation(z_leaf)
         ctx.save_for_backward(x, s.detach())
         ctx.z_leaf, ctx.s_graph, ctx.params = z_leaf, s, params
-        return x * s.detach()[:, :, None, None].to(x.dtype)
+        return _scale_channels(x, s.detach())
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -153,7 +163,7 @@ class ChannelScale(nn.Module):
     """Multiply each channel of a feature map by its weight: (B, C, H, W) x (B, C) -> (B, C, H, W)."""
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        return x * s[:, :, None, None].to(x.dtype)
+        return _scale_channels(x, s)
 
 
 class SEBlock(nn.Module):

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -123,6 +124,12 @@ def _dist_env() -> tuple[int, int]:
     return rank, world
 
 
+def _cpp_compiler() -> str | None:
+    """The C++ compiler inductor would find ($CXX, g++, clang++ or c++), or None."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else []
+    return next((path for name in [*names, "g++", "clang++", "c++"] if (path := shutil.which(name))), None)
+
+
 def _machine() -> str:
     return f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, torch {torch.__version__}"
 
@@ -155,6 +162,9 @@ def train(
         if dev.type == "cuda":
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(dev)
+    if cfg.compile and dev.type == "cpu" and not _cpp_compiler():
+        raise ValueError("compile=True (--compile) needs a C++ compiler for torch.compile on the CPU (g++ or clang++, "
+                         "or one named by $CXX); install one or train without --compile")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out) if cfg.out else None
@@ -189,7 +199,7 @@ def train(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net: nn.Module = nn.parallel.DistributedDataParallel(model) if distributed else model
-    if cfg.compile:  # inductor fuses BN, ReLU and the SE passes: ~1.3x on this CPU; evaluation stays eager
+    if cfg.compile:  # inductor fuses BN, ReLU and the SE passes: 1.24x on this CPU (2 threads); evaluation stays eager
         net = torch.compile(net)
     # No weight decay on BN and bias parameters: standard practice, it only shrinks scales that BN re-normalises.
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]

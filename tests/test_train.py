@@ -198,3 +198,15 @@ def test_compiled_training_writes_plain_checkpoints(tiny_folder: Path, tmp_path:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(x), result.model.eval()(x))
+
+
+def test_compile_without_a_cpp_compiler_fails_before_writing(tiny_folder: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    out = tmp_path / "nocc"
+    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
+        train(tiny_cfg(tiny_folder, out, epochs=1, compile=True), progress=False)
+    assert not out.exists()
