@@ -53,26 +53,36 @@ class _SEResidualUnit(nn.Module):
     se: SEBlock | None
     downsample: nn.Module | None
     relu: nn.ReLU
+    branch_relu: bool = False
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - defined by subclasses
+    def branch_before_last_bn(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - defined by subclasses
         raise NotImplementedError
+
+    def last_bn(self) -> nn.BatchNorm2d:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch: convs and BNs, up to and including the last BN (and ReLU, with ``branch_relu``)."""
+        out = self.last_bn()(self.branch_before_last_bn(x))
+        return self.relu(out) if self.branch_relu else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         mode = self.integration
-        out = self.branch(self.se(x) if mode == "pre" else x)
-        if mode == "standard":
-            out = self.se(out)
-        elif mode == "identity":
-            identity = self.se(identity)
+        if mode == "standard" and not self.branch_relu:
+            # SE right after the last BN: the SE block may take its squeeze from that BN (forward_after_batchnorm)
+            out = self.se.forward_after_batchnorm(self.branch_before_last_bn(x), self.last_bn())
+        else:
+            out = self.branch(self.se(x) if mode == "pre" else x)
+            if mode == "standard":
+                out = self.se(out)
+            elif mode == "identity":
+                identity = self.se(identity)
         out += identity  # in place, as torchvision does: one allocation less per unit (autograd allows it here)
         out = self.relu(out)
         if mode == "post":
             out = self.se(out)
         return out
-
-    def last_bn(self) -> nn.BatchNorm2d:
-        raise NotImplementedError  # pragma: no cover
 
 
 class BasicBlock(_SEResidualUnit):
@@ -108,10 +118,8 @@ class BasicBlock(_SEResidualUnit):
         se_channels = in_ch if integration == "pre" else planes
         self.se = None if integration == "none" else SEBlock(se_channels, **(se_kwargs or {}))
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out) if self.branch_relu else out
+    def branch_before_last_bn(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.relu(self.bn1(self.conv1(x))))
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn2
@@ -153,12 +161,12 @@ class Bottleneck(_SEResidualUnit):
         se_channels = {"pre": in_ch, "3x3": planes}.get(integration, out_ch)
         self.se = None if integration == "none" else SEBlock(se_channels, **(se_kwargs or {}))
 
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
+    def branch_before_last_bn(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         if self.integration == "3x3":
             out = self.se(out)
-        return self.bn3(self.conv3(out))
+        return self.conv3(out)
 
     def last_bn(self) -> nn.BatchNorm2d:
         return self.bn3

@@ -265,3 +265,138 @@ def test_second_derivatives_need_the_module_path() -> None:
     (g,) = torch.autograd.grad(se(x).square().sum(), x, create_graph=True)
     g.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# --- the compiled training path (batchnorm_then_se: the squeeze from the BN's statistics) -----------------------
+def _training_step(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Output, input gradient, every parameter gradient and every buffer after one training forward/backward."""
+    model.zero_grad()
+    xg = x.clone().requires_grad_()
+    out = model(xg)
+    (out * torch.linspace(-1, 1, out.shape[1], dtype=out.dtype)).sum().backward()
+    return (out.detach(), xg.grad, *(p.grad for p in model.parameters()), *model.buffers())
+
+
+def _randomise_bns(model: torch.nn.Module) -> None:
+    """BN scales and shifts away from 1 and 0, so that a mistake in the affine algebra shows."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+
+
+@pytest.mark.parametrize("name,overrides", [("se_resnet20", {}), ("se_resnet20", {"gate": "tanh", "reduction": 4}),
+                                            ("se_resnet50", {"input_size": 64, "num_classes": 10}),
+                                            ("se_resnet50", {"stride_on": "1x1", "num_classes": 10})])
+def test_batchnorm_squeeze_path_matches_the_modules(name: str, overrides: dict, monkeypatch) -> None:
+    import copy
+
+    import seresnet.se as se_mod
+    from seresnet import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, **overrides).double().train()
+    _randomise_bns(model)
+    folded = copy.deepcopy(model)
+    size = 32 if name == "se_resnet20" else 64  # 2x2 maps in the last stage: BN statistics of 12 values, not 3
+    x = torch.randn(3, 3, size, size, dtype=torch.float64)
+    reference = _training_step(model, x)  # eager: bn, then the SE block
+    calls = []
+    original = se_mod.batchnorm_then_se
+    monkeypatch.setattr(se_mod, "batchnorm_then_se", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(se_mod, "_compiling", lambda: True)  # the path torch.compile takes, run eagerly
+    result = _training_step(folded, x)
+    assert len(calls) == len(model.se_blocks())  # every SE block took its squeeze from its BN
+    assert len(result) == len(reference)
+    for a, b in zip(result, reference):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)  # gradients and running statistics too
+
+
+def test_batchnorm_squeeze_path_only_where_it_gives_the_same_answer(monkeypatch) -> None:
+    import seresnet.se as se_mod
+    from seresnet import create_model
+    from seresnet.hooks import capture
+
+    calls = []
+    original = se_mod.batchnorm_then_se
+    monkeypatch.setattr(se_mod, "batchnorm_then_se", lambda *a: calls.append(1) or original(*a))
+    x = torch.randn(2, 3, 32, 32)
+    model = create_model("se_resnet20").train()
+    model(x)
+    assert not calls  # eager mode: bn, then the SE block (the eager fused path)
+    monkeypatch.setattr(se_mod, "_compiling", lambda: True)
+    with capture(model, "SE_4_3") as cap:  # excitation hooks see z and s on this path too
+        model(x)
+    assert len(calls) == 9 and cap.squeeze["SE_4_3"].shape == (2, 64)
+    calls.clear()
+    with capture(model, "SE_4_3", features=True) as cap:  # a hook on the SE block needs U = bn(x): module path
+        model(x)
+    assert len(calls) == 8 and cap.inputs["SE_4_3"].shape == (2, 64, 8, 8)
+    calls.clear()
+    handle = model.get_submodule("layer3.2.bn2").register_forward_hook(lambda m, a, out: None)
+    model(x)  # a hook on the BN must see it run
+    handle.remove()
+    assert len(calls) == 8
+    calls.clear()
+    model.eval()(x)  # BN with running statistics: nothing to fold
+    for se in model.se_blocks().values():
+        se.fused = False
+    model.train()(x)
+    basic_relu = create_model("se_resnet20", basic_branch_relu=True).train()  # a ReLU between BN and SE
+    basic_relu(x)
+    assert not calls
+
+
+def test_torch_compile_takes_the_batchnorm_squeeze_path() -> None:
+    """Under torch.compile (dynamo tracing; the graphs run eagerly here, so no C++ compiler is needed) the traced
+    model takes the squeeze from each SE block's BN (one ``var_mean`` per block) and trains to the same values."""
+    import copy
+
+    from seresnet import create_model
+
+    torch.manual_seed(0)
+    model = create_model("se_resnet20").double().train()
+    _randomise_bns(model)
+    compiled_copy = copy.deepcopy(model)
+    graphs: list[torch.fx.GraphModule] = []
+
+    def record(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(compiled_copy, backend=record)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    result = _training_step(compiled, x)
+    reference = _training_step(model, x)
+    torch._dynamo.reset()
+    var_means = [n for g in graphs for n in g.graph.nodes if n.target in (torch.var_mean, "var_mean")]
+    assert len(var_means) == len(model.se_blocks()) == 9
+    for a, b in zip(result, reference):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_training_step_matches_eager() -> None:
+    """The real compiler (inductor, C++ code) on the batchnorm squeeze path: float32 training step, same values."""
+    import copy
+    import shutil
+
+    from seresnet import create_model
+
+    if not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        pytest.skip("torch.compile on the CPU needs a C++ compiler")
+    torch.manual_seed(0)
+    model = create_model("se_resnet20", depth=8).train()  # one unit per stage: a quick compile
+    _randomise_bns(model)
+    compiled_copy = copy.deepcopy(model)
+    torch._dynamo.reset()
+    compiled = torch.compile(compiled_copy)
+    x = torch.randn(8, 3, 16, 16)
+    result = _training_step(compiled, x)
+    reference = _training_step(model, x)
+    torch._dynamo.reset()
+    for a, b in zip(result, reference):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
