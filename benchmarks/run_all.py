@@ -245,44 +245,61 @@ def section_settings(args: argparse.Namespace) -> dict:
             "batch_setting": best.to_dict(), "se_impl": se_impl}
 
 
-def section_compile(args: argparse.Namespace) -> dict:
-    """Eager vs ``torch.compile`` for the CIFAR networks, training, bf16 + channels_last, all in one group.
-
-    Compiling costs minutes on this CPU (and much more when it is busy), so the models are compiled one after the
-    other and the rest are skipped once ``--compile-budget-s`` is spent; the compile time is recorded.
-    """
-    models = cifar_models()
-    models = {n: models[n] for n in ("se_resnet20", "resnet20", "reference_se_resnet20")}  # most important first
-    macs = {n: count_macs(m, 32) for n, m in models.items()}
+def _compile_group(models: dict[str, torch.nn.Module], batch: int, size: int, num_classes: int, macs: dict,
+                   args: argparse.Namespace, t_start: float, compile_s: dict, skipped: list) -> dict | None:
+    """One interleaved group: every model eager and compiled, training, bf16 + channels_last (None if none ran)."""
     eager = Setting(bf16=True, channels_last=True, threads=args.threads)
     comp = Setting(bf16=True, channels_last=True, compile=True, threads=args.threads)
-    b = args.cifar_train_batch
-    cases, compile_s, skipped = {}, {}, []
-    t_start = time.perf_counter()
+    cases = {}
     for name, m in models.items():
         if time.perf_counter() - t_start > args.compile_budget_s:
             skipped.append(name)
             continue
-        fn = train_step(copy.deepcopy(m), b, 32, comp, 10)
+        fn = train_step(copy.deepcopy(m), batch, size, comp, num_classes)
         torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
         fn()
         fn()  # the second call may still compile (e.g. the optimizer state appears)
         compile_s[name] = time.perf_counter() - t0
         log(f"  compiled {name} training in {compile_s[name]:.0f} s")
-        cases[f"{name}+compile"] = Case(fn, b, args.threads)
-        cases[name] = Case(train_step(copy.deepcopy(m), b, 32, eager, 10), b, args.threads)
+        cases[f"{name}+compile"] = Case(fn, batch, args.threads)
+        cases[name] = Case(train_step(copy.deepcopy(m), batch, size, eager, num_classes), batch, args.threads)
     if not cases:
-        return {"compile_s": compile_s, "skipped": skipped, "groups": []}
-    log(f"  train batch {b}, eager vs compiled: {', '.join(cases)}")
-    res = {n: _strip(r) for n, r in interleaved(cases, args.repeats, warmup=1, min_call_s=args.min_call_s,
+        return None
+    log(f"  train batch {batch} at {size}x{size}, eager vs compiled: {', '.join(cases)}")
+    repeats = args.repeats if size <= 32 else args.imagenet_repeats
+    res = {n: _strip(r) for n, r in interleaved(cases, repeats, warmup=1, min_call_s=args.min_call_s,
                                                   log=log).items()}
     for n, r in res.items():
         r["flops"] = 6 * macs[n.split("+")[0]] * r["items_per_s"]
         log(f"    {n:30s} {r['median_s'] * 1e3:9.2f} ms  {r['items_per_s']:9.1f} img/s")
-    group = {"mode": "train", "batch": b, "size": 32, "setting": eager.to_dict(), "compiled_setting": comp.to_dict(),
-             "repeats": args.repeats, "load": load_average(), "results": res}
-    return {"macs": macs, "compile_s": compile_s, "skipped": skipped, "groups": [group]}
+    return {"mode": "train", "batch": batch, "size": size, "setting": eager.to_dict(),
+            "compiled_setting": comp.to_dict(), "repeats": repeats, "load": load_average(), "results": res}
+
+
+def section_compile(args: argparse.Namespace) -> dict:
+    """Eager vs ``torch.compile``, training, bf16 + channels_last: the CIFAR networks in one group, the ImageNet
+    ones in another.
+
+    ``se_resnet20_module_by_module`` (``SEBlock(fused=False)``) is se_resnet20 without the compiled path's squeeze
+    from the BN statistics, so that the group shows what that path buys. Compiling costs minutes on this CPU, so
+    the models are compiled one after the other and the rest are skipped once ``--compile-budget-s`` is spent; the
+    compile time is recorded.
+    """
+    cifar = cifar_models()
+    cifar = {n: cifar[n] for n in ("se_resnet20", "resnet20", "reference_se_resnet20")}  # most important first
+    cifar["se_resnet20_module_by_module"] = _module_by_module_model()
+    imagenet = imagenet_models()
+    imagenet = {n: imagenet[n] for n in ("se_resnet50", "resnet50", "timm_seresnet50")}
+    macs = {n: count_macs(m, 32) for n, m in cifar.items()}
+    macs |= {n: count_macs(m, args.imagenet_size) for n, m in imagenet.items()}
+    compile_s: dict[str, float] = {}
+    skipped: list[str] = []
+    t_start = time.perf_counter()
+    groups = [_compile_group(cifar, args.cifar_train_batch, 32, 10, macs, args, t_start, compile_s, skipped),
+              _compile_group(imagenet, args.imagenet_batch, args.imagenet_size, 1000, macs, args, t_start,
+                             compile_s, skipped)]
+    return {"macs": macs, "compile_s": compile_s, "skipped": skipped, "groups": [g for g in groups if g]}
 
 
 def section_hooks(args: argparse.Namespace) -> dict:
@@ -316,7 +333,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--imagenet-repeats", type=int, default=7)
     p.add_argument("--max-minutes", type=float, default=25,
                    help="skip the sections not yet started once the run has taken this long")
-    p.add_argument("--compile-budget-s", type=float, default=420,
+    p.add_argument("--compile-budget-s", type=float, default=1200,
                    help="compile section: stop compiling further models once this many seconds are spent")
     p.add_argument("--cifar-train-batch", type=int, default=128)
     p.add_argument("--cifar-infer-batch", type=int, default=256)
