@@ -125,13 +125,13 @@ class _FusedSE(torch.autograd.Function):
 def batchnorm_then_se(x: torch.Tensor, bn: nn.BatchNorm2d, excitation: nn.Module) -> torch.Tensor:
     """``SE(bn(x))`` for a BatchNorm2d in training mode, with the squeeze taken from the BN's own statistics pass.
 
-    In training, BN is an affine map per channel, ``bn(x) = scale * x + shift`` with batch statistics, so the
-    squeeze of its output is ``z = scale * mean_hw(x) + shift``. The per-image channel means ``mean_hw(x)`` (and
-    variances) are also what the batch statistics are made of (law of total variance), so one reduction over ``x``
-    gives both; the BN, the scale by ``s`` and the affine map collapse into one elementwise ``a * x + b`` with
-    ``a = s * scale``, ``b = s * shift``. The SE block then adds no pass over the feature map at all: under
-    inductor this makes SE-ResNet-20 train as fast as ResNet-20 (BENCHMARKS.md). In eager mode the upcast and the
-    separate ops cost more than they save, so :class:`SEBlock` uses it only under ``torch.compile``.
+    In training, BN is an affine map per channel, ``bn(x) = (x - mean) * scale + beta`` with the batch statistics,
+    so the squeeze of its output is ``z = (mean_hw(x) - mean) * scale + beta``. The per-image channel means
+    ``mean_hw(x)`` (and variances) are also what the batch statistics are made of (law of total variance), so one
+    reduction over ``x`` gives both; the BN and the scale by ``s`` collapse into one elementwise
+    ``(x - mean) * a + b`` with ``a = s * scale``, ``b = s * beta``. The SE block then adds no pass over the
+    feature map of its own (BENCHMARKS.md measures it under inductor). In eager mode the upcast and the separate
+    ops cost more than they save, so :class:`SEBlock` uses it only under ``torch.compile``.
 
     Same values as ``bn`` followed by the SE block (to rounding): output, gradients of ``x`` and of every
     parameter, and the running statistics (updated as ``nn.BatchNorm2d`` does; needs a numeric ``momentum``).
@@ -148,14 +148,14 @@ def batchnorm_then_se(x: torch.Tensor, bn: nn.BatchNorm2d, excitation: nn.Module
                 bn.num_batches_tracked.add_(1)
             bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), bn.momentum)
             bn.running_var.lerp_((var * (count / (count - 1))).to(bn.running_var.dtype), bn.momentum)
-    scale = torch.rsqrt(var + bn.eps)
+    scale = torch.rsqrt(var + bn.eps)  # per channel: bn(x) = (x - mean) * scale + beta
     if bn.weight is not None:
         scale = scale * bn.weight
-    shift = -mean * scale if bn.bias is None else bn.bias - mean * scale
-    s = excitation(mean_i * scale + shift)  # the squeeze z = mean_hw(bn(x)), computed without bn(x)
-    a = (s * scale).to(x.dtype)[:, :, None, None]
-    b = (s * shift).to(x.dtype)[:, :, None, None]
-    return torch.addcmul(b, a, x)
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(scale)
+    s = excitation((mean_i - mean) * scale + beta)  # the squeeze z = mean_hw(bn(x)), without computing bn(x)
+    # a and b stay in float32 and x is centred first: in bfloat16, a * x + b would cancel digits when |mean| >> std
+    a, b = (s * scale)[:, :, None, None], (s * beta)[:, :, None, None]
+    return ((x - mean[:, None, None]) * a + b).to(x.dtype)
 
 
 def _compiling() -> bool:

@@ -400,3 +400,29 @@ def test_inductor_compiled_training_step_matches_eager() -> None:
     torch._dynamo.reset()
     for a, b in zip(result, reference):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_squeeze_path_is_as_accurate_in_bfloat16() -> None:
+    """bf16 autocast, channels_last, a BN input whose mean is 10x its spread (where a * x + b in bfloat16 would cancel
+    digits): the folded path is no less accurate against float64 than bn followed by the SE block."""
+    import copy
+
+    from seresnet.se import batchnorm_then_se
+
+    torch.manual_seed(0)
+    se, bn = SEBlock(32, reduction=4).train(), torch.nn.BatchNorm2d(32).train()
+    randomise(se)
+    x = (10 + torch.randn(8, 32, 8, 8)).contiguous(memory_format=torch.channels_last)
+    xb = x.to(torch.bfloat16)
+    exact = copy.deepcopy(se).double()(copy.deepcopy(bn).double()(xb.double()))  # same rounded input, float64
+    bn_modules = copy.deepcopy(bn)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        modules = copy.deepcopy(se)(bn_modules(xb))
+        folded = batchnorm_then_se(xb, bn, se.excitation)
+    assert folded.dtype == modules.dtype == torch.bfloat16
+    for stat in (torch.amax, torch.mean):  # (the uncentred a * x + b in bf16: about 3x and 10x the module error)
+        err_modules = stat((modules.double() - exact).abs()).item()
+        err_folded = stat((folded.double() - exact).abs()).item()
+        assert err_folded <= 1.25 * err_modules, (stat.__name__, err_folded, err_modules)
+    for ours, theirs in ((bn.running_mean, bn_modules.running_mean), (bn.running_var, bn_modules.running_var)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)  # statistics in float32 on both paths
