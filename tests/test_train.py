@@ -187,12 +187,13 @@ def test_distributed_data_parallel_with_gloo(tiny_folder: Path, tmp_path: Path) 
 
 @pytest.mark.slow
 def test_compiled_training_writes_plain_checkpoints(tiny_folder: Path, tmp_path: Path) -> None:
-    """``compile=True`` (the shipped recipe's ``--compile``) trains and saves weights under the model's own names."""
+    """``compile=True`` (the shipped recipe's ``--compile``; for se_resnet20 with the squeeze taken from the BN
+    statistics, under bf16 autocast and channels_last) trains and saves weights under the model's own names."""
     out = tmp_path / "compiled"
-    result = train(tiny_cfg(tiny_folder, out, model="resnet20", epochs=1, compile=True), progress=False)
+    result = train(tiny_cfg(tiny_folder, out, epochs=1, compile=True), progress=False)
     assert len(result.history) == 1 and torch.isfinite(torch.tensor(result.history[0]["train_loss"]))
     ckpt = load_checkpoint(out / "checkpoint.pt")
-    assert set(ckpt["model"]) == set(create_model("resnet20").state_dict())  # no "_orig_mod." prefixes
+    assert set(ckpt["model"]) == set(create_model("se_resnet20").state_dict())  # no "_orig_mod." prefixes
     assert ckpt["train_config"]["compile"] is True
     reloaded = load_model(out).eval()
     x = torch.randn(2, 3, 32, 32)
