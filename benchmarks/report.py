@@ -187,9 +187,10 @@ def summary(data: dict) -> tuple[dict[str, list[list[str]]], dict]:
         k_se, k_ref, k_pl = best(se), best(other), best(plain)
         if k_se and k_ref:
             s = paired_ratio(g, k_se, k_ref)
+            lo, hi = paired_spread(g, k_se, k_ref)
             tabs["best"].append([f"{se} vs {other_label}, training, each in its best setting including "
-                                 f"torch.compile (ours: {k_se}, other: {k_ref}; one group)", f">= {goal:.2f}x",
-                                 fmt_ratio(s), verdict(s >= goal)])
+                                 f"torch.compile (ours: {k_se}, other: {k_ref}; one group; rounds {lo:.2f} to "
+                                 f"{hi:.2f})", f">= {goal:.2f}x", fmt_ratio(s), peer_verdict(s, lo, hi, goal)])
             if f"{se}+compile" in r and f"{other}+compile" in r:
                 s2 = speedup(g, f"{se}+compile", f"{other}+compile")
                 lo, hi = paired_spread(g, f"{se}+compile", f"{other}+compile")
