@@ -2,7 +2,9 @@
 
     python scripts/jpeg_sensitivity.py --data ../shared/data/cifar10-jpeg --epochs 15 --compile --threads 2
 
-(about 12 minutes a variant on the project's 2-core CPU; results in notebooks/results/jpeg_sensitivity.json).
+(about 12 minutes a variant on the project's 2-core CPU; results in notebooks/results/jpeg_sensitivity.json). The
+repeat with another seed in notebooks/results/jpeg_sensitivity_seed1.json was made with
+``--seed 1 --qualities 50 --no-gray --out notebooks/results/jpeg_sensitivity_seed1.json``.
 
 The shipped checkpoints were trained and tested on a JPEG (quality 75, 4:2:0 chroma) copy of CIFAR-10, and we have
 no lossless copy to compare with. What can be measured here is the slope: the same recipe, same seed, on the copy
