@@ -80,13 +80,19 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("notebooks/results/jpeg_sensitivity.json"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = p.parse_args()
     for q in args.qualities:
         if not 1 <= q <= 95:
             p.error(f"JPEG quality must be in 1..95 (PIL's useful range), got {q}")
-
-    x_train, y_train = load_cifar10("train", args.data)
-    x_test, y_test = load_cifar10("test", args.data)
+    if args.out.exists() and not args.overwrite:  # the first finished variant would replace the stored sweep
+        p.error(f"{args.out} already exists; pass --overwrite to replace it, or choose another --out")
+    try:
+        TrainConfig(model=args.model, epochs=args.epochs, seed=args.seed).validate()  # bad model or epochs: fail now
+        x_train, y_train = load_cifar10("train", args.data)
+        x_test, y_test = load_cifar10("test", args.data)
+    except (FileNotFoundError, ValueError) as exc:
+        p.error(str(exc))
     results: dict[str, object] = {
         "what": "same recipe and seed on the CIFAR-10 copy as it is and on further-degraded copies (train and test)",
         "data": str(args.data), "model": args.model, "epochs": args.epochs, "seed": args.seed, "variants": {},
