@@ -80,3 +80,52 @@ def write_batches(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
 @pytest.fixture()
 def tiny_folder(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "cifar", per_class=12)
+
+
+# --- tolerances for comparing two float64 computations of the same quantity ---------------------------------------
+FLOAT64_EPS = torch.finfo(torch.float64).eps
+
+
+def longest_reduction(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(number of layers that accumulate, longest sum any of them forms) for ``model(x)``, measured with hooks.
+
+    A convolution's forward sums fan-in terms, its weight gradient sums over batch x output positions, a BN sums over
+    batch x positions, a linear layer over its inputs (and its weight gradient over the batch).
+    """
+    import copy
+
+    model = copy.deepcopy(model)  # a forward pass in training mode would move the caller's BN running statistics
+    sizes: list[int] = []
+
+    def hook(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(module, torch.nn.Conv2d):
+            fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            sizes.append(max(fan_in, out.shape[0] * out.shape[2] * out.shape[3]))
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            sizes.append(out.shape[0] * out.shape[2] * out.shape[3])
+        elif isinstance(module, torch.nn.Linear):
+            sizes.append(max(module.in_features, out.shape[0]))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return len(sizes), max(sizes)
+
+
+def assert_float64_close(actual: torch.Tensor, expected: torch.Tensor, layers: int, terms: int) -> None:
+    """Two float64 evaluations of the same network that differ only in the order of their sums.
+
+    A sum of n terms computed in any order is within n * eps * sum|terms| of the exact value (Higham, *Accuracy and
+    Stability of Numerical Algorithms*, 2nd ed., section 4.2); errors add up over the ``layers`` a value passes
+    through. The bound uses ``terms`` (the longest sum) for n and the tensor's largest magnitude for the size of the
+    terms, times 4 for the magnitudes that cancel inside sums; it depends on the computation, not on which CPU
+    (AVX-512 with or without AMX, different BLAS blockings) happened to run it.
+    """
+    scale = float(expected.abs().max())
+    bound = 4 * layers * terms * FLOAT64_EPS * scale
+    torch.testing.assert_close(actual, expected, rtol=0, atol=bound)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import GATE_FNS
+from conftest import GATE_FNS, assert_float64_close, longest_reduction
 
 from seresnet.se import GATES, SQUEEZE_MODES, SEBlock, se_hidden_width
 
@@ -188,12 +188,13 @@ def test_fused_training_path_matches_the_modules(name: str, overrides: dict) -> 
     torch.manual_seed(0)
     model = create_model(name, **overrides).double().train()
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    layers, terms = longest_reduction(model, x)
     fused = _outputs_and_grads(model, x, True)
     modular = _outputs_and_grads(model, x, False)
     assert len(fused) == len(modular)
     for a, b in zip(fused, modular):
         assert a is not None and b is not None
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert_float64_close(a, b, layers, terms)
 
 
 def test_fused_path_runs_only_when_training_in_eager_mode() -> None:
@@ -235,6 +236,7 @@ def test_fused_path_with_steering_matches_the_modules(edit: str) -> None:
     model = create_model("se_resnet20").double().train()
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     e = {"scale": Scale(0.5, channels=[0, 3]), "constant": Constant(0.2), "off": Off()}[edit]
+    layers, terms = longest_reduction(model, x)
     with steer(model, {"SE_3_*": e}):
         fused = _outputs_and_grads(model, x, True)
         modular = _outputs_and_grads(model, x, False)
@@ -242,7 +244,7 @@ def test_fused_path_with_steering_matches_the_modules(edit: str) -> None:
         if b is None:  # an excitation switched off entirely gets no gradient on either path
             assert a is None or not a.any()
             continue
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert_float64_close(a, b, layers, terms)
 
 
 def test_fused_gradient_keeps_channels_last_in_bfloat16() -> None:
@@ -301,6 +303,7 @@ def test_batchnorm_squeeze_path_matches_the_modules(name: str, overrides: dict, 
     folded = copy.deepcopy(model)
     size = 32 if name == "se_resnet20" else 64  # 2x2 maps in the last stage: BN statistics of 12 values, not 3
     x = torch.randn(3, 3, size, size, dtype=torch.float64)
+    layers, terms = longest_reduction(model, x)
     reference = _training_step(model, x)  # eager: bn, then the SE block
     calls = []
     original = se_mod.batchnorm_then_se
@@ -311,7 +314,7 @@ def test_batchnorm_squeeze_path_matches_the_modules(name: str, overrides: dict, 
     assert len(result) == len(reference)
     for a, b in zip(result, reference):
         assert a is not None and b is not None
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)  # gradients and running statistics too
+        assert_float64_close(a, b, layers, terms)  # gradients and running statistics too
 
 
 def test_batchnorm_squeeze_path_only_where_it_gives_the_same_answer(monkeypatch) -> None:
@@ -369,13 +372,14 @@ def test_torch_compile_takes_the_batchnorm_squeeze_path() -> None:
     torch._dynamo.reset()
     compiled = torch.compile(compiled_copy, backend=record)
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    layers, terms = longest_reduction(model, x)
     result = _training_step(compiled, x)
     reference = _training_step(model, x)
     torch._dynamo.reset()
     var_means = [n for g in graphs for n in g.graph.nodes if n.target in (torch.var_mean, "var_mean")]
     assert len(var_means) == len(model.se_blocks()) == 9
     for a, b in zip(result, reference):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert_float64_close(a, b, layers, terms)
 
 
 @pytest.mark.slow
