@@ -190,6 +190,7 @@ def run_ablations(
     lr: float = 0.1,
     warmup_epochs: float | None = None,
     resume: bool = True,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train every variant with one short recipe and return (and optionally store) the results.
@@ -204,8 +205,9 @@ def run_ablations(
 
     With ``out_json`` the results are written after every finished variant to ``<out_json>.partial`` (atomically:
     a crash leaves the last good state) and moved to ``out_json`` only when every variant has finished, so an
-    interrupted sweep never replaces earlier complete results. With ``resume`` a partial file with the same budget
-    is picked up and its finished variants are not trained again.
+    interrupted sweep never replaces earlier complete results. An existing ``out_json`` is refused before any
+    training unless ``overwrite``. With ``resume`` a partial file with the same budget is picked up and its
+    finished variants are not trained again.
 
     Returns ``{"format", "budget", "machine", "started", "finished", "results": [record, ...]}``; a record has
     name, study, setting, model, overrides, params, macs, test_acc, test_images, epochs, train_images, seconds,
@@ -233,6 +235,9 @@ def run_ablations(
         cfg.validate()
 
     out_path = Path(out_json) if out_json is not None else None
+    if out_path is not None and out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} already holds results; choose another --out or pass overwrite=True "
+                              f"(--overwrite) to replace them when the new sweep finishes")
     partial = out_path.with_name(out_path.name + ".partial") if out_path is not None else None
     done: dict[str, dict[str, Any]] = {}
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -652,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="results JSON (written when all variants are done)")
     p.add_argument("--no-resume", dest="resume", action="store_false")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file when the sweep finishes")
     p.add_argument("--list", action="store_true", help="list the variants and exit")
     args = p.parse_args(argv)
     if args.list:
@@ -661,8 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = run_ablations(get_variants(args.variants), args.epochs, args.train_limit or None,
                               args.test_limit or None, args.seed, args.out, data=args.data, threads=args.threads,
-                              resume=args.resume, progress=True)
-    except (ValueError, FileNotFoundError) as exc:
+                              resume=args.resume, overwrite=args.overwrite, progress=True)
+    except (ValueError, OSError) as exc:  # OSError: missing data, an existing --out, an unwritable folder
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(ablation_table(state)))

@@ -31,6 +31,7 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+EIGHT_BIT_MODES = ("RGB", "RGBA", "L", "LA", "P", "CMYK", "YCbCr", "1")
 FOLDER_NAMES = (".", "cifar10-jpeg", "cifar10")
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample" / "cifar10-test-sample"
 SPLITS = ("train", "test")
@@ -64,9 +65,11 @@ def find_cifar10(root: str | os.PathLike | None = None) -> CifarSource:
     """Locate CIFAR-10 under ``root`` (see the module docstring for the order), or raise ``DataNotFoundError``."""
     base = Path(root).expanduser() if root is not None else default_data_root()
     batches = base / "cifar-10-batches-py"
-    if (batches / "data_batch_1").is_file() and (batches / "test_batch").is_file():
+    # A batches folder without test_batch is still a source (the lossless copy on the project's machines has none);
+    # asking it for the test split then says so.
+    if (batches / "data_batch_1").is_file() or (batches / "test_batch").is_file():
         return CifarSource("batches", base)
-    if base.name == "cifar-10-batches-py" and (base / "test_batch").is_file():
+    if base.name == "cifar-10-batches-py" and ((base / "data_batch_1").is_file() or (base / "test_batch").is_file()):
         return CifarSource("batches", base.parent)
     looked = [str(batches)]
     for name in FOLDER_NAMES:
@@ -136,6 +139,10 @@ def _load_batches(base: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     folder = base / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     missing = [n for n in names if not (folder / n).is_file()]
+    if missing == ["test_batch"]:
+        raise DataNotFoundError(f"{folder} has the training batches but no test_batch; evaluate on a test set from "
+                                f"another place (train(): cfg.test_data, CLI: --test-data PATH) or hold out a "
+                                f"validation split of the training images (--val-split N)")
     if missing:
         raise DataNotFoundError(f"{folder} is missing {missing}; expected data_batch_1..5 and test_batch")
     parts = [_read_batch(folder / n) for n in names]
@@ -151,10 +158,16 @@ def load_image_folder(
     Files are taken in sorted order within each class; ``limit_per_class`` keeps the first ones.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DataNotFoundError(f"{folder} is not a folder; expected {folder}/<class>/*.png|jpg")
     missing = [c for c in classes if not (folder / c).is_dir()]
     if missing:
         raise DataNotFoundError(f"{folder} is missing class folders {missing}; expected one folder per class: "
                                 f"{list(classes)}")
+    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in classes
+                   and not p.name.startswith("."))
+    if extra:  # a silently ignored class would make every accuracy wrong
+        raise ValueError(f"{folder} has folders {extra} that are not classes; expected only {list(classes)}")
     images, labels = [], []
     for label, cls in enumerate(classes):
         files = sorted(p for p in (folder / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -163,6 +176,8 @@ def load_image_folder(
         for path in files[:limit_per_class]:
             try:
                 with Image.open(path) as im:
+                    if im.mode not in EIGHT_BIT_MODES:  # 16-bit or float pixels would wrap or clip silently
+                        raise ValueError(f"pixel mode {im.mode!r}; expected 8-bit RGB (or 8-bit grey/palette) images")
                     img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
             except Exception as exc:
                 raise ValueError(f"cannot decode image {path}: {exc}") from exc
@@ -191,6 +206,41 @@ def load_cifar10(
     if not (source.path / split).is_dir():
         raise DataNotFoundError(f"{source.path} has no '{split}' folder; expected {source.path}/{split}/<class>/")
     return load_image_folder(source.path / split)
+
+
+def load_eval_set(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """Test images from ``path``: a class folder ``path/<class>/*.png|jpg`` (such as the lossless
+    ``test-subset/``), or a data root whose test split ``load_cifar10("test", path)`` finds."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataNotFoundError(f"evaluation set {path} does not exist; expected a folder <class>/*.png|jpg or a "
+                                f"CIFAR-10 data root with a test split")
+    if (path / CIFAR10_CLASSES[0]).is_dir():
+        return load_image_folder(path)
+    return load_cifar10("test", path)
+
+
+def stratified_split(labels: torch.Tensor, n_val: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, validation) that hold out ``n_val`` images with the classes in equal shares (the first
+    ``n_val % K`` classes get one more). The split depends only on ``labels``, ``n_val`` and ``seed``, not on the
+    training seed, so runs with different seeds are validated on the same images."""
+    if isinstance(n_val, bool) or not isinstance(n_val, int) or n_val < 1:
+        raise ValueError(f"validation split must be a positive number of images, got {n_val!r}")
+    classes = torch.unique(labels)
+    per_class, extra = divmod(n_val, len(classes))
+    g = torch.Generator().manual_seed(seed)
+    val = []
+    for i, c in enumerate(classes.tolist()):
+        idx = (labels == c).nonzero().flatten()
+        k = per_class + (i < extra)
+        if k >= len(idx):
+            raise ValueError(f"a validation split of {n_val} images needs {k} of class {c}, which has only "
+                             f"{len(idx)} training images; use a smaller --val-split")
+        val.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    val_idx = torch.cat(val).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val_idx] = False
+    return keep.nonzero().flatten(), val_idx
 
 
 def load_sample() -> tuple[torch.Tensor, torch.Tensor]:

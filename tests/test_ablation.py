@@ -83,18 +83,30 @@ def test_failed_sweep_keeps_previous_results_and_resumes(tmp_path, data_root, mo
 
     monkeypatch.setattr(train_mod, "train", failing_second)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _tiny(variants, out, data_root)
+        _tiny(variants, out, data_root, overwrite=True)
     assert json.loads(out.read_text()) == good  # the earlier complete results are untouched
     partial = json.loads((tmp_path / "results.json.partial").read_text())
     assert [r["name"] for r in partial["results"]] == ["no SE (resnet20)"]
 
     calls.clear()
     monkeypatch.setattr(train_mod, "train", lambda cfg, **kw: (calls.append(cfg.model), real_train(cfg, **kw))[1])
-    state = _tiny(variants, out, data_root)
+    state = _tiny(variants, out, data_root, overwrite=True)
     assert calls == ["se_resnet20"]  # the finished variant was picked up from the partial file, not retrained
     assert [r["name"] for r in state["results"]] == ["no SE (resnet20)", "r=8"]
     assert [r["name"] for r in ablation.load_ablation_results(out)["results"]] == ["no SE (resnet20)", "r=8"]
     assert not (tmp_path / "results.json.partial").exists()
+
+
+def test_existing_results_are_refused_without_overwrite(tmp_path, data_root, monkeypatch, capsys):
+    out = tmp_path / "results.json"
+    stored = json.dumps({"format": "seresnet.ablations/1", "results": [{"name": f"v{i}"} for i in range(17)]})
+    out.write_text(stored)
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("trained although --out holds results"))
+    with pytest.raises(FileExistsError, match="already holds results.*--overwrite"):
+        _tiny(ablation.get_variants(["r=8"]), out, data_root)
+    assert ablation.main(["--variants", "r=8", "--data", str(data_root), "--out", str(out)]) == 2
+    assert "already holds results" in capsys.readouterr().err
+    assert out.read_text() == stored
 
 
 def test_bad_input_fails_before_training(tmp_path, data_root, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_batches, write_image_folder
@@ -155,3 +156,55 @@ def test_batches_are_deterministic_per_epoch_and_sharded() -> None:
     assert len(s0) == len(s1) == 50 and not set(s0.tolist()) & set(s1.tolist())
     with pytest.raises(ValueError, match="larger than the 100 images"):
         data.TensorBatches(x, y, 128, drop_last=True)
+
+
+# --- the lossless copy's layout: training batches without test_batch, test images elsewhere ----------------------
+def test_batches_without_a_test_batch_serve_training_and_say_where_the_test_set_must_come_from(tmp_path: Path) -> None:
+    root = write_batches(tmp_path, per_batch=7)
+    (root / "cifar-10-batches-py" / "test_batch").unlink()
+    assert data.find_cifar10(root).kind == "batches"
+    assert data.load_cifar10("train", root)[0].shape == (35, 3, 32, 32)
+    with pytest.raises(data.DataNotFoundError, match="no test_batch.*--test-data.*--val-split"):
+        data.load_cifar10("test", root)
+
+
+def test_evaluation_sets_from_class_folders_or_data_roots(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "c", per_class=2, splits=("test",))
+    x_root, y_root = data.load_eval_set(root)  # a data root: its test split
+    x_dir, y_dir = data.load_eval_set(root / "test")  # a class folder
+    assert torch.equal(x_root, x_dir) and torch.equal(y_root, y_dir) and x_dir.shape[0] == 20
+    with pytest.raises(data.DataNotFoundError, match="does not exist"):
+        data.load_eval_set(tmp_path / "missing")
+
+
+def test_an_extra_class_folder_is_an_error_not_ignored(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "c", per_class=1, splits=("test",))
+    (root / "test" / "unicorn").mkdir()
+    with pytest.raises(ValueError, match=r"\['unicorn'\] that are not classes"):
+        data.load_cifar10("test", root)
+
+
+def test_sixteen_bit_images_are_refused(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "c", per_class=1, splits=("test",))
+    path = next((root / "test" / "cat").iterdir())
+    Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)).save(path)  # would wrap to 64 as uint8
+    with pytest.raises(ValueError, match="expected 8-bit RGB"):
+        data.load_cifar10("test", root)
+
+
+def test_stratified_validation_split() -> None:
+    labels = torch.arange(10).repeat_interleave(50)[torch.randperm(500, generator=torch.Generator().manual_seed(1))]
+    train_idx, val_idx = data.stratified_split(labels, 53)
+    assert len(val_idx) == 53 and len(train_idx) == 447
+    assert set(train_idx.tolist()).isdisjoint(val_idx.tolist())
+    assert sorted(train_idx.tolist() + val_idx.tolist()) == list(range(500))
+    counts = torch.bincount(labels[val_idx], minlength=10)
+    assert counts.max() - counts.min() == 1 and counts.sum() == 53  # equal shares, the remainder spread
+    again = data.stratified_split(labels, 53)[1]
+    assert torch.equal(again, val_idx)  # fixed: every run validates on the same images
+    with pytest.raises(ValueError, match="has only 50 training images"):
+        data.stratified_split(labels, 500)
+    with pytest.raises(ValueError, match="positive number of images"):
+        data.stratified_split(labels, 0)

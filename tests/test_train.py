@@ -57,7 +57,7 @@ def test_existing_run_is_never_overwritten(tiny_folder: Path, tmp_path: Path) ->
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(FileExistsError, match="--resume"):
         train(tiny_cfg(tiny_folder, out, epochs=1), progress=False)
-    with pytest.raises(ValueError, match="was trained as se_resnet20"):
+    with pytest.raises(ValueError, match="different recipe: model was .se_resnet20., now .resnet20."):
         train(tiny_cfg(tiny_folder, out, model="resnet20"), resume=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -128,7 +128,7 @@ def test_command_line(tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert main(args) == 0
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["model_config"]["reduction"] == 8 and meta["epochs"] == 1
-    assert main(args) == 2 and "already exists" in capsys.readouterr().err
+    assert main(args) == 2 and "already holds a run" in capsys.readouterr().err
     assert main(args[:2] + ["--set", "reduction=0", "--data", str(tiny_folder)]) == 2
     assert "reduction ratio must be a positive integer" in capsys.readouterr().err
 
