@@ -26,14 +26,26 @@ matching config (``timm_overrides``):
 Loading goes through ``load_state_dict_strict``, which checks every key and shape first and raises a
 ``StateDictMismatchError`` (a ``ValueError``) naming the missing, unexpected and mis-shaped keys with their shapes.
 timm is optional: only the functions that build timm models import it.
+
+Weight files are never unpickled with full pickle (a pickle can run any code when loaded): ``.pth`` / ``.pt`` /
+``.bin`` files go through ``torch.load(weights_only=True)``, ``.safetensors`` through safetensors. Named torchvision
+weights are fetched by ``from_torchvision`` itself rather than by torchvision, so that the cached file's SHA-256 is
+checked against the prefix in its name before it is read. Both ``from_torchvision`` and ``from_timm`` also take a
+local weights file, for machines without internet access.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import os
+import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -193,17 +205,128 @@ def _torchvision() -> Any:
     return torchvision
 
 
+# --- weight files -------------------------------------------------------------------------------------------------
+_WEIGHT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".bin", ".safetensors")
+_HASH_IN_NAME = re.compile(r"-(?P<hash>[0-9a-f]{8,64})$")  # torch.hub's convention: "<name>-<sha256 prefix>.pth"
+
+
+def _load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a local file without running code from it: ``.safetensors`` via safetensors, ``.pth`` /
+    ``.pt`` / ``.bin`` via ``torch.load(weights_only=True)``, which refuses pickles of anything but tensors and
+    plain containers (a ``ValueError`` then says so)."""
+    path = Path(path)
+    if path.suffix not in _WEIGHT_SUFFIXES:
+        raise ValueError(f"{path}: expected a weights file ending in {', '.join(_WEIGHT_SUFFIXES)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for truncated / foreign files
+            raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupted?): {exc}") from exc
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"refused to load {path}: it pickles objects other than tensors and plain containers, "
+                         "which torch.load(weights_only=True) does not unpickle because unpickling them can run "
+                         f"arbitrary code. It is not a plain state dict; do not load it with full pickle unless you "
+                         f"trust its origin. Details: {exc}") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable PyTorch weights file (truncated or corrupted?): {exc}") from exc
+    if not isinstance(state_dict, Mapping) or not all(isinstance(k, str) for k in state_dict):
+        raise ValueError(f"{path} holds a {type(state_dict).__name__}, not a state dict (a mapping of names to "
+                         "tensors)")
+    return dict(state_dict)
+
+
+def _check_hash_prefix(path: Path, hash_prefix: str) -> None:
+    """Raise a ``ValueError`` unless ``path``'s SHA-256 starts with ``hash_prefix`` (torch.hub's ``check_hash``)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+    digest = sha.hexdigest()
+    if not digest.startswith(hash_prefix):
+        raise ValueError(f"{path} has SHA-256 {digest[:len(hash_prefix)]}..., but its name says {hash_prefix}...: "
+                         "the file is corrupted or was replaced, so it was not loaded. Delete it to download it "
+                         "again.")
+
+
+def _download_error(what: str, url: str, exc: BaseException, hint: str) -> ConnectionError:
+    return ConnectionError(f"could not download {what} from {url} ({type(exc).__name__}: {exc}). Pretrained weights "
+                           f"need internet access; without it, {hint}")
+
+
+def _torchvision_hub_state_dict(name: str, entry: Any) -> dict[str, torch.Tensor]:
+    """The state dict of a torchvision ``WeightsEnum`` entry, from the torch hub cache (downloaded when absent),
+    its SHA-256 checked against the prefix in its file name before it is read."""
+    url = entry.url
+    filename = os.path.basename(urlparse(url).path)
+    m = _HASH_IN_NAME.search(Path(filename).stem)
+    if m is None:  # every torchvision ResNet URL has one; without it the file could not be verified
+        raise ValueError(f"the file name of {url} has no '-<sha256 prefix>' to verify it by; download it yourself "
+                         f"and pass its path as weights=")
+    path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=m["hash"], progress=True)
+        except (OSError, http.client.HTTPException) as exc:  # URLError, ConnectionError, timeouts are OSErrors
+            raise _download_error(f"the torchvision weights {entry}", url, exc,
+                                  f"download {filename} on another machine and pass its path: "
+                                  f"from_torchvision({name!r}, weights='/path/to/{filename}') (or put it at "
+                                  f"{path}).") from exc
+    _check_hash_prefix(path, m["hash"])
+    return _load_weights_file(path)
+
+
+def _is_weights_path(weights: Any) -> bool:
+    if isinstance(weights, os.PathLike):
+        return True
+    return isinstance(weights, str) and (weights.endswith(_WEIGHT_SUFFIXES) or os.sep in weights
+                                         or Path(weights).is_file())
+
+
+def _torchvision_state_dict(name: str, weights: Any) -> dict[str, torch.Tensor]:
+    """The state dict for ``from_torchvision(name, weights=...)``: a local file, or a torchvision weights entry."""
+    if _is_weights_path(weights):
+        return _load_weights_file(weights)
+    enum_cls = _torchvision().models.get_model_weights(name)
+    try:
+        entry = enum_cls.verify(weights)  # "DEFAULT", "IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V2" or a member
+    except (KeyError, TypeError) as exc:
+        choices = ", ".join(["DEFAULT", *enum_cls.__members__])
+        raise ValueError(f"unknown weights {weights!r} for torchvision's {name}: expected one of {choices}, a "
+                         f"{enum_cls.__name__} member, or the path of a local "
+                         f"{'/'.join(_WEIGHT_SUFFIXES)} state dict file") from exc
+    return _torchvision_hub_state_dict(name, entry)
+
+
 def from_torchvision(model_or_name: nn.Module | str, weights: Any = None) -> SEResNet:
     """Our plain ResNet with the weights of a torchvision ResNet (a model, or a name like ``"resnet50"``).
 
-    ``weights`` is passed to ``torchvision.models.get_model`` when a name is given (e.g. ``"DEFAULT"`` or
-    ``"IMAGENET1K_V1"``; downloading needs internet); ``None`` gives torchvision's random initialisation.
-    The returned model is in the same train/eval mode as the torchvision model.
+    With a name, ``weights`` is ``None`` (torchvision's random initialisation), a torchvision weights entry
+    (``"DEFAULT"``, ``"IMAGENET1K_V1"`` or a ``ResNet50_Weights`` member) or the path of a local state dict file
+    (``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors``; the classifier size is read from it). An entry's file is
+    taken from the torch hub cache (``torch.hub.get_dir()/checkpoints``) or downloaded there, which needs internet
+    access; its SHA-256 must match the prefix in its name. Files are read with ``torch.load(weights_only=True)``
+    or safetensors, never with full pickle. The returned model is in the same train/eval mode as the torchvision
+    model (train mode for a name).
     """
     if isinstance(model_or_name, str):
         if model_or_name not in TORCHVISION_NAMES:
             raise ValueError(f"unknown torchvision ResNet {model_or_name!r}; supported: {', '.join(TORCHVISION_NAMES)}")
-        tv_model = _torchvision().models.get_model(model_or_name, weights=weights)
+        get_model = _torchvision().models.get_model
+        if weights is None:
+            tv_model = get_model(model_or_name, weights=None)
+        else:
+            # torchvision's own weights= loading unpickles the cached file with full pickle; build, then load safely
+            state_dict = _torchvision_state_dict(model_or_name, weights)
+            num_classes = state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else 1000
+            tv_model = get_model(model_or_name, weights=None, num_classes=num_classes)
+            load_state_dict_strict(tv_model, state_dict)
     elif isinstance(model_or_name, nn.Module):
         if weights is not None:
             raise ValueError("weights= is only used with a model name; the given model already has its weights")
@@ -383,13 +506,56 @@ def _infer_config(sd: StateDict) -> SEResNetConfig:
                           in_chans=sd["stem.conv.weight"].shape[1])
 
 
-def from_timm(model_or_name: nn.Module | str, pretrained: bool = False, **timm_kwargs: Any) -> SEResNet:
+def _hub_network_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the Hugging Face hub could not be reached" (URLError, ConnectionError, timeouts and
+    huggingface_hub's LocalEntryNotFoundError are OSErrors; httpx's transport errors are not)."""
+    errors: list[type[BaseException]] = [OSError, http.client.HTTPException]
+    try:
+        from huggingface_hub import errors as hf_errors
+
+        errors += [getattr(hf_errors, n) for n in ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "HfHubHTTPError")
+                   if isinstance(getattr(hf_errors, n, None), type)]
+    except ImportError:
+        pass
+    try:
+        import httpx
+
+        errors.append(httpx.TransportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _timm_from_file(timm: Any, name: str, weights_file: str | os.PathLike, timm_kwargs: dict[str, Any]) -> nn.Module:
+    """A timm model built without pretrained weights, then loaded strictly from a local timm state dict file;
+    num_classes and in_chans come from the file unless given."""
+    state_dict = _load_weights_file(weights_file)
+    kwargs = dict(timm_kwargs)
+    head = next((state_dict[k] for k in ("fc.weight", "last_linear.weight") if k in state_dict), None)
+    stem = next((state_dict[k] for k in ("conv1.weight", "layer0.conv1.weight") if k in state_dict), None)
+    kwargs.setdefault("num_classes", head.shape[0] if head is not None else 0)
+    if stem is not None and stem.ndim == 4:
+        kwargs.setdefault("in_chans", stem.shape[1])
+    timm_model = timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        return load_state_dict_strict(timm_model, state_dict)
+    except StateDictMismatchError as exc:
+        raise StateDictMismatchError(f"{weights_file} is not a timm {name} state dict. {exc}") from None
+
+
+def from_timm(model_or_name: nn.Module | str, pretrained: bool = False,
+              weights_file: str | os.PathLike | None = None, **timm_kwargs: Any) -> SEResNet:
     """Our model with the architecture and weights of a timm (SE-)ResNet.
 
     Args:
         model_or_name: a timm model (``seresnetN``, ``legacy_seresnetN``, ``resnetN``) or its name, optionally with
             a pretrained tag (``"seresnet50.a1_in1k"``).
-        pretrained: with a name, download timm's pretrained weights (needs internet access to the HF hub).
+        pretrained: with a name, download timm's pretrained weights (needs internet access to the Hugging Face
+            hub, or the files in its cache); a ``ConnectionError`` says so when the hub cannot be reached.
+        weights_file: with a name, instead of ``pretrained``: a local timm state dict file for that model
+            (``.safetensors``, or ``.pth`` / ``.pt`` / ``.bin`` read with ``torch.load(weights_only=True)``), e.g.
+            the ``model.safetensors`` of ``timm/seresnet50.a1_in1k`` copied from a machine with internet access.
+            num_classes and in_chans are read from it unless given in ``timm_kwargs``.
         timm_kwargs: with a name, passed to ``timm.create_model`` (e.g. ``num_classes=10``).
 
     The returned model has timm's num_classes and in_chans and is in the same train/eval mode as the timm model.
@@ -397,10 +563,26 @@ def from_timm(model_or_name: nn.Module | str, pretrained: bool = False, **timm_k
     timm = _timm()
     if isinstance(model_or_name, str):
         overrides = timm_overrides(model_or_name)
-        timm_model = timm.create_model(model_or_name, pretrained=pretrained, **timm_kwargs)
+        if weights_file is not None:
+            if pretrained:
+                raise ValueError("pass pretrained=True (download from the Hugging Face hub) or weights_file= "
+                                 "(a local file), not both")
+            timm_model = _timm_from_file(timm, model_or_name, weights_file, timm_kwargs)
+        elif pretrained:
+            try:
+                timm_model = timm.create_model(model_or_name, pretrained=True, **timm_kwargs)
+            except _hub_network_errors() as exc:
+                raise ConnectionError(
+                    f"could not get the pretrained weights of timm's {model_or_name} "
+                    f"({type(exc).__name__}: {exc}). They are downloaded from the Hugging Face hub, which needs "
+                    "internet access; without it, copy the model's weights file (e.g. model.safetensors from "
+                    f"https://huggingface.co/timm/) here and pass it: from_timm({model_or_name!r}, "
+                    "weights_file='/path/to/model.safetensors')") from exc
+        else:
+            timm_model = timm.create_model(model_or_name, pretrained=False, **timm_kwargs)
     elif isinstance(model_or_name, nn.Module):
-        if pretrained or timm_kwargs:
-            raise ValueError("pretrained= and timm keyword arguments are only used with a model name")
+        if pretrained or timm_kwargs or weights_file is not None:
+            raise ValueError("pretrained=, weights_file= and timm keyword arguments are only used with a model name")
         timm_model = model_or_name
         overrides = None
     else:

@@ -7,8 +7,12 @@ dropped, swapped or mis-reshaped any of them would change the outputs.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import sys
+import urllib.error
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,6 +126,143 @@ def test_torchvision_refuses_se_weights() -> None:
         to_torchvision(create_model("se_resnet18"))
 
 
+# --- torchvision weights: hub cache, hash check, safe loading, local files -----------------------------------------
+class _RunsCodeWhenUnpickled:
+    """Unpickling this calls ``os.mkdir(marker)``: a stand-in for a poisoned cache file that runs code on load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.mkdir, (str(self.marker),)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary torch hub dir whose downloads fail the test; returns its ``checkpoints`` cache dir."""
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+
+    def no_network(url: str, *args, **kwargs) -> None:
+        raise AssertionError(f"the test tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    (hub / "checkpoints").mkdir(parents=True)
+    return hub / "checkpoints"
+
+
+def point_weights_at(monkeypatch: pytest.MonkeyPatch, filename: str) -> type:
+    """Make torchvision's ``resnet18`` weights enum a fake one whose ``IMAGENET1K_V1`` URL ends in ``filename``."""
+    import torchvision
+    from torchvision.models._api import Weights, WeightsEnum
+
+    fake = WeightsEnum("FakeResNet18_Weights", {"IMAGENET1K_V1": Weights(
+        url=f"https://download.invalid/models/{filename}", transforms=None, meta={})})
+    monkeypatch.setattr(torchvision.models, "get_model_weights", lambda name: fake)
+    return fake
+
+
+def random_torchvision(name: str = "resnet18", **kw) -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    return randomise(torchvision.models.get_model(name, weights=None, **kw))
+
+
+def test_poisoned_cache_file_is_refused_not_run(fake_hub: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "code-ran"
+    staged = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "x": _RunsCodeWhenUnpickled(marker)}, staged)
+    # the payload is real: full pickle runs it
+    proof = tmp_path / "proof.pth"
+    torch.save({"x": _RunsCodeWhenUnpickled(tmp_path / "proof-ran")}, proof)
+    torch.load(proof, weights_only=False)
+    assert (tmp_path / "proof-ran").exists()
+    # a matching hash in the name, so only the safe load stands between the file and the interpreter
+    filename = f"resnet18-{_sha256(staged)[:8]}.pth"
+    staged.rename(fake_hub / filename)
+    point_weights_at(monkeypatch, filename)
+    with pytest.raises(ValueError, match=r"refused to load .*resnet18-[0-9a-f]{8}\.pth.*weights_only=True"):
+        from_torchvision("resnet18", weights="IMAGENET1K_V1")
+    assert not marker.exists()
+
+
+def test_cached_file_with_wrong_hash_is_refused(fake_hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = fake_hub / "resnet18-00000000.pth"
+    torch.save(random_torchvision().state_dict(), path)
+    point_weights_at(monkeypatch, path.name)
+    with pytest.raises(ValueError, match=r"has SHA-256 [0-9a-f]{8}\.\.\., but its name says 00000000.*Delete it"):
+        from_torchvision("resnet18", weights="IMAGENET1K_V1")
+    assert path.exists()  # reported, not deleted: it may be evidence
+
+
+def test_torchvision_weights_downloaded_once_then_cached(fake_hub: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    tv = random_torchvision()
+    staged = tmp_path / "staged.pth"
+    torch.save(tv.state_dict(), staged)
+    filename = f"resnet18-{_sha256(staged)[:10]}.pth"
+    fake = point_weights_at(monkeypatch, filename)
+    calls = []
+
+    def download(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> None:
+        calls.append((url, dst, hash_prefix))
+        Path(dst).write_bytes(staged.read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    ours = from_torchvision("resnet18", weights="IMAGENET1K_V1")
+    assert calls == [(f"https://download.invalid/models/{filename}", str(fake_hub / filename), filename[9:19])]
+    assert_same_outputs(tv, ours.eval())
+    ours2 = from_torchvision("resnet18", weights=fake.IMAGENET1K_V1)  # from the cache this time
+    assert len(calls) == 1
+    assert_same_outputs(tv, ours2.eval())
+
+
+def test_torchvision_weights_offline_say_internet_and_local_file(fake_hub: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    point_weights_at(monkeypatch, "resnet18-f37072fd.pth")
+
+    def offline(url: str, *args, **kwargs) -> None:
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(ConnectionError, match=r"need internet access.*from_torchvision\('resnet18', "
+                                              r"weights='/path/to/resnet18-f37072fd\.pth'\)") as info:
+        from_torchvision("resnet18", weights="IMAGENET1K_V1")
+    assert isinstance(info.value.__cause__, urllib.error.URLError)
+    assert not (fake_hub / "resnet18-f37072fd.pth").exists()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_torchvision_weights_from_a_local_file(suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("no download expected"))
+    tv = random_torchvision(num_classes=10)  # the classifier size comes from the file
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tv.state_dict(), str(path))
+    else:
+        torch.save(tv.state_dict(), path)
+    for weights in (path, str(path)):
+        ours = from_torchvision("resnet18", weights=weights)
+        assert ours.num_classes == 10
+        assert_same_outputs(tv, ours.eval())
+
+
+def test_unknown_torchvision_weights_name() -> None:
+    with pytest.raises(ValueError, match=r"unknown weights 'IMAGENET22K' for torchvision's resnet18: expected one "
+                                         r"of DEFAULT, IMAGENET1K_V1, .* or the path of a local"):
+        from_torchvision("resnet18", weights="IMAGENET22K")
+    with pytest.raises(FileNotFoundError, match="no weights file at"):
+        from_torchvision("resnet18", weights="missing.pth")
+
+
 # --- timm ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["seresnet18", "seresnet50", "legacy_seresnet18", "legacy_seresnet50"])
 def test_timm_to_ours_and_back(name: str) -> None:
@@ -180,6 +321,63 @@ def test_from_timm_by_name_with_kwargs() -> None:
     assert feats.config.integration == "none" and feats.num_classes == 0
     with pytest.raises(ValueError, match="only used with a model name"):
         from_timm(nn.Linear(2, 2), pretrained=True)
+
+
+def _hub_errors() -> list[Exception]:
+    errors: list[Exception] = [urllib.error.URLError("[Errno -2] Name or service not known"),
+                               ConnectionError("Connection refused")]
+    try:
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        errors.append(LocalEntryNotFoundError("cannot find the requested files in the local cache"))
+    except ImportError:
+        pass
+    return errors
+
+
+@pytest.mark.parametrize("error", _hub_errors(), ids=lambda e: type(e).__name__)
+def test_from_timm_pretrained_offline_says_internet_and_local_file(error: Exception,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    timm = pytest.importorskip("timm")
+    create = timm.create_model
+
+    def offline_create(name: str, pretrained: bool = False, **kw):
+        if pretrained:
+            raise error
+        return create(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline_create)
+    with pytest.raises(ConnectionError, match=r"Hugging Face hub, which needs internet access.*"
+                                              r"from_timm\('seresnet50.a1_in1k', weights_file=") as info:
+        from_timm("seresnet50.a1_in1k", pretrained=True)
+    assert info.value.__cause__ is error
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_from_timm_weights_file(suffix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    timm = pytest.importorskip("timm")
+    create = timm.create_model
+
+    def no_pretrained(name: str, pretrained: bool = False, **kw):
+        assert not pretrained, "a local weights file must not trigger a download"
+        return create(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", no_pretrained)
+    tm = timm_model("seresnet18")
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(tm.state_dict(), str(path))
+    else:
+        torch.save(tm.state_dict(), path)
+    ours = from_timm("seresnet18", weights_file=path)
+    assert ours.config == timm_config("seresnet18")
+    assert_same_outputs(tm, ours.eval())
+    with pytest.raises(ValueError, match="not both"):
+        from_timm("seresnet18", pretrained=True, weights_file=path)
+    with pytest.raises(StateDictMismatchError, match=r"model\.(safetensors|pth) is not a timm legacy_seresnet18"):
+        from_timm("legacy_seresnet18", weights_file=path)
 
 
 def test_timm_overrides() -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -170,15 +174,120 @@ def test_flip_test_time_augmentation_averages_image_and_mirror() -> None:
     assert torch.equal(evaluate(model, x, y, flip_tta=True).predictions, expected.argmax(1))
 
 
+def _proc_address(hexaddr: str) -> str:
+    """An address from /proc/net/tcp{,6}: the bytes of each 32-bit word are in host byte order."""
+    raw = bytes.fromhex(hexaddr)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(raw))
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
+
+
+def listening_sockets(root_pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state held by ``root_pid`` or a descendant (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    pids, todo = set(), [root_pid]
+    while todo:
+        pid = todo.pop()
+        pids.add(pid)
+        todo += children.get(pid, [])
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:["):-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN; field 9: the socket's inode
+                address, port = fields[1].split(":")
+                found.add((_proc_address(address), int(port, 16)))
+    return found
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+needs_proc_net = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads listening sockets from /proc")
+
+
+@needs_proc_net
+def test_loopback_store_listens_on_loopback_only() -> None:
+    """torch's own TCPStore server listens on all interfaces (``*:port``) whatever host it is given (torch 2.14);
+    seresnet.launch's listens on the loopback address only, and clients reach it as usual."""
+    import torch.distributed as dist
+
+    from seresnet.launch import LoopbackTCPStore
+
+    for use_libuv in (True, False):
+        store = LoopbackTCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, use_libuv=use_libuv)
+        assert {a for a, p in listening_sockets(os.getpid()) if p == store.port} == {"127.0.0.1"}
+        store.set("key", "value")
+        assert dist.TCPStore("127.0.0.1", store.port, is_master=False).get("key") == b"value"
+        del store
+
+
+@pytest.mark.parametrize("args", [["--rdzv-endpoint", "192.0.2.1:29400"], ["--nnodes", "2"],
+                                  ["--local-addr", "192.0.2.1"], ["--master-addr", "192.0.2.1", "--master-port", "1"]])
+def test_launch_refuses_other_machines(args: list[str]) -> None:
+    from seresnet.launch import main as launch
+
+    with pytest.raises(SystemExit, match="seresnet.launch: .*(not a loopback address|runs on one machine)"):
+        launch([*args, "--nproc_per_node", "1", "-m", "seresnet.train"])
+
+
 @pytest.mark.slow
+@needs_proc_net
 def test_distributed_data_parallel_with_gloo(tiny_folder: Path, tmp_path: Path) -> None:
+    """Two processes train; while they run, every listening socket of the launcher and workers is on 127.0.0.1."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    port = free_loopback_port()
+    cmd = [sys.executable, "-m", "seresnet.launch", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+           "--local-addr", "127.0.0.1", "--nproc_per_node", "2",
            "-m", "seresnet.train", "--model", "resnet20", "--epochs", "2", "--batch-size", "20",
            "--data", str(tiny_folder), "--out", str(out), "--no-progress", "--threads", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    log = tmp_path / "launch.log"
+    listening: set[tuple[str, int]] = set()
+    with open(log, "w") as log_file:  # a file, not a pipe: nobody reads a pipe while we poll
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+        deadline = time.monotonic() + 300
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                listening |= listening_sockets(proc.pid)
+                time.sleep(0.1)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the launcher's own session: it and its workers only
+                proc.wait()
+    assert proc.returncode == 0, log.read_text()[-6000:]
+    assert port in {p for _, p in listening}, f"the rendezvous store was never seen listening: {listening}"
+    assert all(_is_loopback(a) for a, _ in listening), f"sockets listening beyond loopback: {sorted(listening)}"
     hist = json.loads((out / "history.json").read_text())
     # two processes each see half of the 120 images: 3 steps of 20 per process per epoch
     assert len(hist) == 2 and all(0 <= r["test_acc"] <= 1 for r in hist)
