@@ -124,7 +124,9 @@ def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         with open(path, "rb") as f:
             d = _BatchUnpickler(f, encoding="latin1").load()
-        data = torch.as_tensor(d["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
+        if getattr(d["data"], "dtype", None) != np.uint8:  # a float or 16-bit array would be cast silently
+            raise ValueError(f"'data' has dtype {getattr(d['data'], 'dtype', type(d['data']).__name__)}, not uint8")
+        data = torch.as_tensor(d["data"]).reshape(-1, 3, 32, 32)
         labels = torch.as_tensor(d.get("labels", d.get("fine_labels")), dtype=torch.int64)
     except Exception as exc:
         raise ValueError(f"{path} is not a readable CIFAR-10 batch (expected a dict with 'data' (N, 3072) uint8 "

@@ -28,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import numbers
 import os
 import re
 from collections import OrderedDict
@@ -306,9 +307,21 @@ def _channel_tuple(channels: ChannelSpec, what: str) -> tuple[int, ...] | None:
     return out
 
 
+# Largest magnitude an edit may put into s. The gates give s in [0, 1] (relu: usually a few units), and steering
+# needs factors of a few units; 1e39 overflowed float32 / bfloat16 to inf and the logits became NaN. 1e4 leaves
+# room for extreme experiments while a single edit stays far from the float32 limit (3.4e38). Large factors on many
+# blocks at once multiply, though: Scale(1e4) on all nine blocks of se_resnet20 already gives logits near 1e33.
+MAX_EDIT_MAGNITUDE = 1e4
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)  # Replace: besides floats
+
+
 def _finite(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    """``value`` as a float, or a ``ValueError`` unless it is a real number with |value| <= MAX_EDIT_MAGNITUDE."""
+    # numbers.Real: Python and numpy scalars; bools are Integral (so Real) but not numbers here.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or abs(value) > MAX_EDIT_MAGNITUDE:
+        raise ValueError(f"{what} must be a finite number with |{what.split()[-1]}| <= {MAX_EDIT_MAGNITUDE:g} "
+                         f"(larger values overflow the network to inf / NaN), got {value!r}")
     return float(value)
 
 
@@ -336,7 +349,10 @@ class Edit:
 
 @dataclass(frozen=True)
 class Scale(Edit):
-    """Multiply ``s`` by ``factor`` for the given channel indices (all channels if ``None``)."""
+    """Multiply ``s`` by ``factor`` for the given channel indices (all channels if ``None``).
+
+    ``factor``: a finite number with ``|factor| <= MAX_EDIT_MAGNITUDE`` (1e4); larger ones overflow to NaN logits.
+    """
 
     factor: float
     channels: ChannelSpec = None
@@ -355,7 +371,10 @@ class Scale(Edit):
 
 @dataclass(frozen=True)
 class Constant(Edit):
-    """Set ``s`` to ``value`` for the given channel indices (all channels if ``None``)."""
+    """Set ``s`` to ``value`` for the given channel indices (all channels if ``None``).
+
+    ``value``: a finite number with ``|value| <= MAX_EDIT_MAGNITUDE`` (1e4).
+    """
 
     value: float
     channels: ChannelSpec = None
@@ -372,17 +391,38 @@ class Constant(Edit):
 
 @dataclass(frozen=True, eq=False)
 class Replace(Edit):
-    """Set ``s`` of every image to one vector of length C (e.g. a class mean from :class:`ExcitationStats`)."""
+    """Set ``s`` of every image to one vector of length C (e.g. a class mean from :class:`ExcitationStats`).
+
+    ``vector``: C finite numbers with ``|x| <= MAX_EDIT_MAGNITUDE``, shape (C,), as a tensor, a numpy array or a
+    list; the same vector is used for every image (per-image values are not supported).
+    """
 
     vector: torch.Tensor = field(repr=False)
 
     def __post_init__(self) -> None:
-        v = torch.as_tensor(self.vector).detach()
-        if v.ndim != 1 or not (v.dtype.is_floating_point or v.dtype in (torch.int32, torch.int64)):
-            raise ValueError(f"Replace needs a 1-D numeric vector of length C, got {v.dtype} of shape "
-                             f"{tuple(v.shape)}")
-        if not torch.isfinite(v.double()).all():
+        expected = "Replace needs a vector of C finite numbers (shape (C,), one value per channel of the block)"
+        v = self.vector
+        # torch.as_tensor would turn a str into a raw torch error and a dict into nonsense: only array-likes pass.
+        if isinstance(v, (str, bytes)) or not (isinstance(v, (torch.Tensor, Sequence, range))
+                                               or hasattr(v, "__array__")):
+            raise TypeError(f"{expected}, got {type(v).__name__} {v!r}")
+        try:
+            v = torch.as_tensor(v).detach()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{expected}, got {type(self.vector).__name__} that is not a vector of numbers: "
+                            f"{exc}") from None
+        if not (v.dtype.is_floating_point or v.dtype in _INTEGER_DTYPES):  # bool and complex are not values of s
+            raise TypeError(f"{expected}, got a {v.dtype} tensor")
+        if v.ndim != 1:
+            raise ValueError(f"{expected}; a 1-D vector, got shape {tuple(v.shape)}")
+        if v.shape[0] == 0:
+            raise ValueError(f"{expected}, got an empty vector")
+        v64 = v.double()
+        if not torch.isfinite(v64).all():
             raise ValueError("Replace vector contains NaN or inf (an empty class in the statistics?)")
+        if v64.abs().max() > MAX_EDIT_MAGNITUDE:
+            raise ValueError(f"{expected} with entries with |x| <= {MAX_EDIT_MAGNITUDE:g} (larger values overflow "
+                             f"the network to inf / NaN), got a largest magnitude of {v64.abs().max().item():g}")
         object.__setattr__(self, "vector", v.cpu())
 
     def validate(self, block: str, num_channels: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import numbers
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -54,12 +55,16 @@ class SEResNetConfig:
         squeeze: ``"avg"`` or ``"max"``.
         gate: ``"sigmoid"``, ``"hard_sigmoid"``, ``"tanh"`` or ``"relu"``.
         integration: where SE sits in each unit (see ``seresnet.blocks``); ``"none"`` is a plain ResNet.
-        se_stages: paper-numbered stages (2 = conv2_x) that get SE; ``None`` means all.
+        se_stages: paper-numbered stages (2 = conv2_x) that get SE: a list of them or one number; ``None`` means
+            all, ``()`` none. Stored as a sorted tuple.
         stride_on: ``"3x3"`` (torchvision / timm) or ``"1x1"`` (original Caffe release) in downsampling bottlenecks.
         stem_pool: ``"pad"`` (torchvision max pool, padding 1) or ``"ceil"`` (Caffe, no padding, ceil mode).
         zero_init_last: start the last BN of every residual branch at zero (helps short CIFAR schedules).
         basic_branch_relu: basic blocks only: a ReLU after bn2, before SE and the addition (timm's
             ``legacy_seresnet18/34`` do this; the paper's units do not).
+
+    Every field is type-checked: a wrong type or value raises a ``ValueError`` naming the field and what it
+    accepts (e.g. ``basic_branch_relu="no"`` is refused rather than read as true).
     """
 
     style: Style = "imagenet"
@@ -81,19 +86,21 @@ class SEResNetConfig:
     layers: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.style not in ("imagenet", "cifar"):
-            raise ValueError(f"style must be 'imagenet' or 'cifar', got {self.style!r}")
+        _check_choice("style", self.style, ("imagenet", "cifar"), either=True)
         block, layers = self._resolve_layers()
         object.__setattr__(self, "block", block)
         object.__setattr__(self, "layers", layers)
-        if self.se_stages is not None:
-            object.__setattr__(self, "se_stages", tuple(sorted(set(self.se_stages))))
+        object.__setattr__(self, "se_stages", _normalise_stages(self.se_stages))
         self._validate()
 
     def _resolve_layers(self) -> tuple[str, tuple[int, ...]]:
         d = self.depth
         if isinstance(d, bool) or not isinstance(d, int):
             raise ValueError(f"depth must be an integer, got {d!r}")
+        # Checked before use: ``self.block or "basic"`` would turn "" or 0 into basic blocks silently.
+        if self.block is not None and not (isinstance(self.block, str) and self.block in BLOCKS):
+            raise ValueError(f"block must be 'basic', 'bottleneck' or None (the usual one for the depth), "
+                             f"got {self.block!r}")
         if self.style == "imagenet":
             if d not in IMAGENET_LAYERS:
                 raise ValueError(f"ImageNet-style depth must be one of {sorted(IMAGENET_LAYERS)}, got {d}")
@@ -102,8 +109,6 @@ class SEResNetConfig:
                 raise ValueError(f"ImageNet depth {d} uses {block} blocks, got block={self.block!r}")
             return block, layers
         block = self.block or "basic"
-        if block not in BLOCKS:
-            raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
         per_block = 2 if block == "basic" else 3
         rule = "6n+2" if block == "basic" else "9n+2"
         if d < 3 * per_block + 2 or (d - 2) % (3 * per_block):
@@ -116,25 +121,28 @@ class SEResNetConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
+        def boolean(name: str, value: Any) -> None:
+            # Only real bools: "no", "false" or 0 read as truth values would silently mean the opposite or nothing.
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be True or False, got {value!r}")
+
         positive_int("num_classes", self.num_classes, 0)
         positive_int("in_chans", self.in_chans)
         positive_int("input_size", self.input_size)
-        se_hidden_width(1, self.reduction, self.se_min_hidden)  # validates both
-        if self.squeeze not in SQUEEZE_MODES:
-            raise ValueError(f"squeeze must be one of {SQUEEZE_MODES}, got {self.squeeze!r}")
-        if self.gate not in GATES:
-            raise ValueError(f"gate must be one of {tuple(GATES)}, got {self.gate!r}")
-        if self.integration not in INTEGRATIONS:
-            raise ValueError(f"integration must be one of {INTEGRATIONS}, got {self.integration!r}")
+        positive_int("se_min_hidden", self.se_min_hidden)
+        se_hidden_width(1, self.reduction, self.se_min_hidden)  # validates the reduction ratio
+        _check_choice("squeeze", self.squeeze, SQUEEZE_MODES)
+        _check_choice("gate", self.gate, tuple(GATES))
+        _check_choice("integration", self.integration, INTEGRATIONS)
+        _check_choice("stride_on", self.stride_on, ("3x3", "1x1"), either=True)
+        _check_choice("stem_pool", self.stem_pool, ("pad", "ceil"), either=True)
+        boolean("zero_init_last", self.zero_init_last)
+        boolean("basic_branch_relu", self.basic_branch_relu)
         if self.integration == "3x3" and self.block != "bottleneck":
             raise ValueError("integration '3x3' (SE after the 3x3 conv) needs bottleneck blocks; "
                              f"this {self.style} depth-{self.depth} model uses {self.block} blocks")
-        if self.stride_on not in ("3x3", "1x1"):
-            raise ValueError(f"stride_on must be '3x3' or '1x1', got {self.stride_on!r}")
         if self.basic_branch_relu and self.block != "basic":
             raise ValueError(f"basic_branch_relu needs basic blocks; this model uses {self.block} blocks")
-        if self.stem_pool not in ("pad", "ceil"):
-            raise ValueError(f"stem_pool must be 'pad' or 'ceil', got {self.stem_pool!r}")
         if self.se_stages is not None:
             valid = self.stage_numbers
             bad = [s for s in self.se_stages if s not in valid]
@@ -168,9 +176,7 @@ class SEResNetConfig:
         unknown = sorted(set(overrides) - set(valid))
         if unknown:
             raise TypeError(f"unknown config option(s) {unknown}; valid options are {valid}")
-        if "se_stages" in overrides and overrides["se_stages"] is not None:
-            overrides["se_stages"] = tuple(overrides["se_stages"])
-        return dataclasses.replace(self, **overrides)
+        return dataclasses.replace(self, **overrides)  # __post_init__ normalises and validates se_stages
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict of the init fields (for checkpoints and metadata)."""
@@ -182,6 +188,31 @@ class SEResNetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SEResNetConfig:
         return cls().replace(**d)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...], either: bool = False) -> None:
+    """Raise a ``ValueError`` unless ``value`` is one of the strings ``choices`` (also for unhashable values).
+
+    ``either`` words the message as "'a' or 'b'" rather than "one of ('a', 'b')".
+    """
+    if not isinstance(value, str) or value not in choices:
+        options = " or ".join(map(repr, choices)) if either else f"one of {choices}"
+        raise ValueError(f"{name} must be {options}, got {value!r}")
+
+
+def _normalise_stages(stages: Any) -> tuple[int, ...] | None:
+    """``se_stages`` as a sorted tuple of distinct ints: ``None`` stays, one number becomes a 1-tuple."""
+    if stages is None:
+        return None
+    expected = "se_stages must be None, a stage number or a list of stage numbers (conv2_x is stage 2)"
+    if isinstance(stages, numbers.Integral) and not isinstance(stages, bool):
+        stages = (stages,)
+    if isinstance(stages, (str, bytes)) or not isinstance(stages, (list, tuple, set, frozenset, range)):
+        raise ValueError(f"{expected}, got {stages!r}")
+    # Integers only: 2.0 would match stage 2 in ``in`` tests but is not a stage number, and True would be stage 1.
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in stages):
+        raise ValueError(f"{expected}, got {list(stages)!r}")
+    return tuple(sorted({int(s) for s in stages}))
 
 
 class SEResNet(nn.Module):
@@ -261,9 +292,27 @@ class SEResNet(nn.Module):
         return [getattr(self, n) for n in self.stage_names]
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ``ValueError`` saying what was expected if ``x`` cannot go through this network."""
+        """Raise a ``TypeError`` (wrong type or dtype) or ``ValueError`` (wrong shape) saying what was expected if
+        ``x`` cannot go through this network.
+
+        ``x`` must be a floating point tensor (B, in_chans, H, W) of the parameters' dtype, or of any floating dtype
+        under ``torch.autocast``. Everything checked is static under ``torch.compile`` (dtype, rank, sizes the
+        graph is specialised on anyway), so the checks run once while tracing and add no graph breaks.
+        """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor of shape (B, {self.in_chans}, H, W), got {type(x).__name__}")
+        if x.dtype == torch.uint8:
+            raise TypeError(f"got a uint8 tensor {tuple(x.shape)}: the model expects normalised float images; "
+                            "convert uint8 images (0..255) with seresnet.data.normalize(images) first")
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"expected a floating point tensor (B, {self.in_chans}, H, W), got {x.dtype}")
+        weight = self.stem.conv.weight
+        # Without autocast, conv would fail with a bare "expected scalar type" message; under autocast the layers
+        # cast their inputs themselves, so any floating dtype is fine. The meta device has no autocast to ask.
+        if x.dtype != weight.dtype and (x.device.type == "meta" or not torch.is_autocast_enabled(x.device.type)):
+            raise TypeError(f"input is {x.dtype} but the model's parameters are {weight.dtype}; convert the input "
+                            f"with x.to({weight.dtype}) (or the model with model.to({x.dtype})), or run under "
+                            "torch.autocast")
         if x.ndim != 4:
             raise ValueError(f"expected a 4-D input (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
@@ -358,8 +407,12 @@ def get_config(name: str, **overrides: Any) -> SEResNetConfig:
 def create_model(name: str, pretrained: bool = False, **overrides: Any) -> SEResNet:
     """Build a registered model, e.g. ``create_model("se_resnet50", num_classes=10, reduction=8)``.
 
-    ``pretrained=True`` loads the CIFAR-10 checkpoint shipped with the package (``seresnet.pretrained``).
+    ``pretrained=True`` loads the CIFAR-10 checkpoint shipped with the package (``seresnet.pretrained``); then
+    ``overrides`` may only repeat the shipped configuration, anything else raises a ``ValueError`` (the weights
+    would load into a different network).
     """
+    if not isinstance(pretrained, bool):  # "no" is truthy and would load the shipped weights
+        raise ValueError(f"pretrained must be True or False, got {pretrained!r}")
     if pretrained:
         from .pretrained import load_pretrained
 
@@ -384,7 +437,8 @@ def count_macs(model: nn.Module, input_size: int | tuple[int, int] | None = None
     size = input_size or (cfg.input_size if cfg else 224)
     h, w = (size, size) if isinstance(size, int) else size
     c = in_chans or (cfg.in_chans if cfg else 3)
-    x = torch.zeros(1, c, h, w, device=next(model.parameters()).device)
+    p = next(model.parameters())
+    x = torch.zeros(1, c, h, w, device=p.device, dtype=p.dtype)  # a float64 model needs a float64 input
     was_training = model.training
     model.eval()
     try:

@@ -1,23 +1,26 @@
 """Train an (SE-)ResNet on CIFAR-10: ``python -m seresnet.train --model se_resnet20 --epochs 30 --out runs/se20``.
 
 The loop in ``train()`` is the whole story: SGD with Nesterov momentum, a one-cycle learning rate (linear warm-up,
-cosine decay), optional label smoothing, bfloat16 autocast and channels_last on the CPU, an evaluation on the test
-set after every epoch, a metrics history and an atomic checkpoint written after every epoch.
+cosine decay), optional label smoothing, bfloat16 autocast and channels_last on the CPU, an evaluation after every
+epoch (on a held-out validation split with ``--val-split N``, else on the test set), a metrics history and an atomic
+checkpoint written after every epoch.
 
-Under ``torchrun --nproc_per_node N`` the same script trains with DistributedDataParallel (gloo on the CPU, nccl on
-GPUs); rank 0 evaluates and writes files.
+Under ``python -m seresnet.launch --nproc_per_node N`` (torchrun with every socket on the loopback interface) the
+same script trains with DistributedDataParallel (gloo on the CPU, nccl on GPUs); rank 0 evaluates and writes files.
 
 Files in the output directory:
     checkpoint.pt      everything needed to resume (model, optimiser, schedule, epoch, config, history)
     history.json       one record per epoch: loss, accuracies, learning rate, images/s, seconds
-    model.safetensors  the final weights, and metadata.json beside them (written when the run completes)
+    model.safetensors  the final weights, and metadata.json beside them (written when the run completes): recipe,
+                       machine, every evaluation set with its size and 95% interval, the weights' SHA-256
+    epochs/            epoch_NNN.safetensors, the weights after every epoch (only with --keep-epoch-weights)
+    .lock              held while a run writes into the folder
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -37,6 +40,7 @@ from torch import nn
 from .data import DataNotFoundError, TensorBatches, load_cifar10, load_eval_set, stratified_split, subset
 from .evaluate import evaluate
 from .model import SEResNet, create_model, get_config
+from .pretrained import sha256_file
 
 
 @dataclass
@@ -485,14 +489,6 @@ def save_state_dict(model: nn.Module, path: Path) -> str:
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, lambda p: save_file(weights, str(p)))
     return sha256_file(path)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def describe_path(path: str | os.PathLike | None) -> str | None:

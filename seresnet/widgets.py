@@ -49,8 +49,11 @@ def _default_normalize() -> Normalizer:
 def _check_images(images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.as_tensor(images)
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-        raise ValueError(f"images must be uint8 of shape (N, 3, H, W) with N >= 1, got {images.dtype} "
-                         f"{tuple(images.shape)}")
+        # Never cast: float images in 0..1 would become all zeros, uint16 / int values would wrap around.
+        hint = ("; convert float images in 0..1 with (images * 255).round().to(torch.uint8)"
+                if images.dtype.is_floating_point else "")
+        raise ValueError(f"images must be uint8 (values 0..255) of shape (N, 3, H, W) with N >= 1, got "
+                         f"{images.dtype} {tuple(images.shape)}{hint}")
     labels = torch.as_tensor(labels)
     if labels.shape != (images.shape[0],) or labels.dtype.is_floating_point:
         raise ValueError(f"labels must be integers of shape ({images.shape[0]},), got {labels.dtype} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import itertools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -364,6 +365,38 @@ def test_edit_validation_messages():
     with pytest.raises(ValueError, match="non-empty dict"):
         steer(model, {})
     assert Scale(2, channels=torch.tensor([1, 2])).channels == (1, 2)
+    _assert_no_hooks(model)
+
+
+def test_edits_refuse_values_that_overflow_or_are_not_numbers():
+    """Scale(1e39) used to pass and give NaN logits; Replace('abc') gave a raw torch error."""
+    for make in (Scale, Constant):
+        for bad in (1e39, -1e5, float("inf")):
+            with pytest.raises(ValueError, match=r"finite number with \|.*\| <= 10000"):
+                make(bad)
+    assert Scale(1e4).factor == 1e4 and Constant(-1e4).value == -1e4
+    assert Scale(np.float32(0.5)).factor == 0.5  # numpy scalars are numbers too
+    with pytest.raises(ValueError, match="finite number"):
+        Scale(True)
+    for bad in ("abc", b"ab", None, {"a": 1}, [0.5, "x"], [[0.5], [0.5, 0.5]]):
+        with pytest.raises(TypeError, match=r"Replace needs a vector of C finite numbers \(shape \(C,\)"):
+            Replace(bad)
+    with pytest.raises(TypeError, match="Replace needs .* got a torch.bool tensor"):
+        Replace(torch.ones(16, dtype=torch.bool))
+    with pytest.raises(TypeError, match="Replace needs .* got a torch.complex64 tensor"):
+        Replace(torch.ones(16, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"shape \(C,\).*got shape \(\)"):
+        Replace(torch.tensor(0.5))
+    with pytest.raises(ValueError, match="empty"):
+        Replace([])
+    with pytest.raises(ValueError, match=r"entries with \|.*\| <= 10000.*1e\+39"):
+        Replace(torch.full((16,), 1e39, dtype=torch.float64))
+    # tensors, arrays and lists of numbers all work, and give finite logits
+    model = _model().eval()
+    x = torch.randn(2, 3, 32, 32)
+    for vector in (torch.full((64,), 0.5), np.full(64, 0.5), [0.5] * 64, range(64)):
+        with torch.no_grad(), steer(model, {"SE_4_1": Replace(vector), "SE_4_2": Scale(1e4)}):
+            assert torch.isfinite(model(x)).all()
     _assert_no_hooks(model)
 
 

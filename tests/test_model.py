@@ -269,6 +269,14 @@ def test_se_stages() -> None:
     assert not meta_model("se_resnet50", se_stages=()).config.has_se
 
 
+def test_se_stages_accepts_one_stage_number() -> None:
+    """``se_stages=3`` means stage 3 only (it used to fail with "'int' object is not iterable")."""
+    cfg = get_config("se_resnet20", se_stages=3)
+    assert cfg.se_stages == (3,) and cfg == get_config("se_resnet20", se_stages=[3])
+    assert list(create_model("se_resnet20", se_stages=4).se_blocks()) == ["SE_4_1", "SE_4_2", "SE_4_3"]
+    assert SEResNetConfig.from_dict(cfg.to_dict()) == cfg
+
+
 def test_resnet_has_no_se() -> None:
     assert not create_model("resnet20").se_blocks()
     assert all(u.se is None for s in meta_model("resnet50").stages for u in s)
@@ -399,6 +407,46 @@ def test_wrong_input_channels_shape_and_type() -> None:
         model([[1.0]])
 
 
+def test_wrong_input_dtype_says_what_was_expected() -> None:
+    model = create_model("se_resnet20").eval()
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(TypeError, match=r"uint8 tensor.*seresnet\.data\.normalize"):
+        model(images)
+    with pytest.raises(TypeError, match="expected a floating point tensor.*got torch.int64"):
+        model(torch.zeros(2, 3, 32, 32, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"input is torch.float64 but the model's parameters are torch.float32.*"
+                                        r"x.to\(torch.float32\)"):
+        model(torch.zeros(2, 3, 32, 32, dtype=torch.float64))
+    with torch.no_grad():
+        assert model.double()(torch.zeros(2, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+        # under autocast the layers cast their inputs themselves, so a float32 batch is fine for a bf16 model
+        model.to(torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(TypeError, match="torch.float32 but the model's parameters are torch.bfloat16"):
+        model(torch.zeros(2, 3, 32, 32))
+
+
+def test_input_checks_compile_without_graph_breaks() -> None:
+    """The checks run while dynamo traces (shapes and dtypes are static there): one graph, no breaks."""
+    model = create_model("se_resnet20").eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), model(x))
+        with pytest.raises(TypeError, match="seresnet.data.normalize"):
+            torch.compile(model, backend="eager")(x.to(torch.uint8))
+    finally:
+        torch._dynamo.reset()
+
+
+def test_count_macs_follows_the_model_dtype() -> None:
+    model = create_model("se_resnet20")
+    assert count_macs(model.double()) == count_macs(create_model("se_resnet20"))
+
+
 def test_too_small_input() -> None:
     with pytest.raises(ValueError, match=r"input \(16, 64\) is too small.*at least 32"):
         create_model("se_resnet18")(torch.randn(1, 3, 16, 64))
@@ -432,7 +480,25 @@ def test_3x3_on_basic_block_raises() -> None:
      ("se_resnet20", {"gate": "softmax"}, "gate must be one of"),
      ("se_resnet20", {"squeeze": "min"}, "squeeze must be one of"),
      ("se_resnet50", {"input_size": 16}, "input_size 16 is smaller than the total stride 32"),
-     ("se_resnet20", {"style": "tiny"}, "style must be 'imagenet' or 'cifar'")],
+     ("se_resnet20", {"style": "tiny"}, "style must be 'imagenet' or 'cifar'"),
+     # wrong types: a non-empty string is truthy, so 'no' used to switch the ReLU on
+     ("se_resnet20", {"basic_branch_relu": "no"}, "basic_branch_relu must be True or False, got 'no'"),
+     ("se_resnet20", {"zero_init_last": 1}, "zero_init_last must be True or False, got 1"),
+     ("se_resnet20", {"num_classes": 10.0}, "num_classes must be an integer >= 0, got 10.0"),
+     ("se_resnet20", {"num_classes": True}, "num_classes must be an integer >= 0, got True"),
+     ("se_resnet20", {"in_chans": "3"}, "in_chans must be an integer >= 1, got '3'"),
+     ("se_resnet20", {"se_min_hidden": 0}, "se_min_hidden must be an integer >= 1, got 0"),
+     ("se_resnet20", {"reduction": "16"}, "reduction ratio must be a positive integer"),
+     ("se_resnet20", {"gate": ["sigmoid"]}, r"gate must be one of \('sigmoid', .*\), got \['sigmoid'\]"),
+     ("se_resnet20", {"squeeze": None}, "squeeze must be one of"),
+     ("se_resnet20", {"block": ""}, "block must be 'basic', 'bottleneck' or None .*, got ''"),
+     ("se_resnet20", {"block": 0}, "block must be 'basic', 'bottleneck' or None .*, got 0"),
+     ("se_resnet20", {"style": None}, "style must be 'imagenet' or 'cifar', got None"),
+     ("se_resnet20", {"integration": 1}, "integration must be one of"),
+     ("se_resnet20", {"se_stages": "23"}, "se_stages must be None, a stage number or a list of stage numbers"),
+     ("se_resnet20", {"se_stages": [2.0]}, r"se_stages must be .*stage numbers.*got \[2.0\]"),
+     ("se_resnet20", {"se_stages": [True]}, r"se_stages must be .*got \[True\]"),
+     ("se_resnet20", {"se_stages": 5}, r"se_stages \[5\] do not exist; this model has stages \(2, 3, 4\)")],
 )
 def test_invalid_config(name: str, overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
