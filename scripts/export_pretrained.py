@@ -1,89 +1,124 @@
 """Export a finished training run as a checkpoint shipped with the package.
 
-    python scripts/export_pretrained.py runs/se_resnet20-cifar10 --name se_resnet20 --data ../shared/data/cifar10-jpeg
+    python scripts/export_pretrained.py RUN --name se_resnet20 --data ../shared/data/cifar10-lossless \
+        --test-data lossless-test-subset=../shared/data/cifar10-lossless/test-subset \
+        --test-data jpeg-test=../shared/data/cifar10-jpeg
 
 Writes ``seresnet/pretrained/<name>.safetensors`` and ``<name>.json``: the recipe, the per-epoch history, the wall
-time and machine of the run, and the test accuracy measured here by ``seresnet.evaluate`` on the given data.
+time and machine of the run, the minutes to 90% validation accuracy, and every accuracy measured here by
+``seresnet.evaluate`` in float32 (with and without flip test-time augmentation), each with its set, its number of
+images and its 95% interval. For an SE model trained with ``--keep-epoch-weights`` it also writes
+``<name>.gates.safetensors``, the excitations' history (``seresnet.gate_history``) on a fixed probe of 1,000
+validation images.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from seresnet.data import CIFAR10_CLASSES, find_cifar10, load_cifar10
+from seresnet.data import CIFAR10_CLASSES, load_cifar10, load_eval_set, stratified_split
 from seresnet.evaluate import evaluate
+from seresnet.gate_history import epoch_weights, record_gate_history
 from seresnet.model import SEResNet, SEResNetConfig
 from seresnet.pretrained import PRETRAINED_DIR, load_into
-from seresnet.train import atomic_write_bytes, atomic_write_json, load_checkpoint
+from seresnet.train import atomic_write_bytes, atomic_write_json, load_checkpoint, parse_test_data, sha256_file
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+# What each evaluation set is: the names the project's runs use, and what a reader must know about them.
+SET_DESCRIPTIONS = {
+    "val": "validation split: {n} CIFAR-10 training images (lossless) held out of training, stratified and fixed "
+           "(seresnet.data.stratified_split); used to choose recipes and to time training",
+    "lossless-test-subset": "the first {n} images of the official CIFAR-10 test set with their exact pixels: a "
+                            "sample of the official test set, not the whole of it",
+    "jpeg-test": "all {n} CIFAR-10 test images as a JPEG copy (quality 75, 4:2:0 chroma): about 5.8 grey levels from "
+                 "the official pixels, so accuracies differ slightly from the official test set",
+}
+PROBE_IMAGES = 1000
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="run directory with checkpoint.pt")
     p.add_argument("--name", required=True, help="name to ship it under, e.g. se_resnet20")
-    p.add_argument("--data", default=None, help="data root for the evaluation")
+    p.add_argument("--data", required=True, help="data root of the training images (for the validation split)")
+    p.add_argument("--test-data", action="append", default=[], metavar="NAME=PATH", help="a test set (repeatable)")
     p.add_argument("--note", default="", help="free text added to the metadata")
     args = p.parse_args()
 
     ckpt = load_checkpoint(args.run / "checkpoint.pt")
+    run_meta = json.loads((args.run / "metadata.json").read_text())  # written by the run when it finished
+    recipe = run_meta["recipe"]
+    if int(ckpt["epoch"]) != recipe["epochs"]:
+        raise SystemExit(f"{args.run} stopped at epoch {ckpt['epoch']} of {recipe['epochs']}: not a finished run")
     config = SEResNetConfig.from_dict(ckpt["model_config"])
     model = load_into(SEResNet(config), ckpt["model"], str(args.run)).eval()
-    images, labels = load_cifar10("test", args.data)
-    result = evaluate(model, images, labels)
-    tta = evaluate(model, images, labels, flip_tta=True)
+
+    sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    x_train, y_train = load_cifar10("train", args.data)
+    probe = None
+    if recipe["val_split"]:
+        _, val_idx = stratified_split(y_train, recipe["val_split"])
+        sets["val"] = (x_train[val_idx], y_train[val_idx])
+        probe = stratified_split(sets["val"][1], PROBE_IMAGES)[1]
+    for set_name, path in parse_test_data(args.test_data).items():
+        sets[set_name] = load_eval_set(path)
+
+    evaluations = {}
+    for set_name, (images, labels) in sets.items():
+        plain, tta = evaluate(model, images, labels), evaluate(model, images, labels, flip_tta=True)
+        evaluations[set_name] = {
+            "description": SET_DESCRIPTIONS.get(set_name, "").format(n=f"{len(labels):,}"),
+            "images": plain.images, "accuracy": plain.accuracy, "ci95": list(plain.interval),
+            "flip_tta_accuracy": tta.accuracy, "flip_tta_ci95": list(tta.interval), "loss": plain.loss,
+            "per_class_accuracy": dict(zip(CIFAR10_CLASSES, plain.per_class_accuracy.tolist())),
+        }
+        print(f"{args.name} on {set_name} ({plain.images} images): {plain.accuracy:.4f} "
+              f"[{plain.interval[0]:.4f}, {plain.interval[1]:.4f}], flip TTA {tta.accuracy:.4f}")
+
     history = ckpt["history"]
-    recipe = ckpt["train_config"]
-    # the first epoch whose end-of-epoch evaluation (bfloat16, during training) reached 90%
-    first_90 = next((r for r in history if r.get("test_acc", 0) >= 0.90), None)
+    key = "val_acc" if recipe["val_split"] else "test_acc"
+    first_90 = next((r for r in history if r.get(key, 0) >= 0.90), None)  # bf16 end-of-epoch evaluation
     flags = " --compile" if recipe.get("compile") else ""
-    source = find_cifar10(args.data)
+    flags += f" --val-split {recipe['val_split']}" if recipe["val_split"] else ""
+    out = PRETRAINED_DIR / f"{args.name}.safetensors"
+    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(out, lambda path: save_file(weights, str(path)))
     meta = {
         "model": recipe["model"],
         "model_config": config.to_dict(),
         "recipe": recipe,
         "command": (f"python -m seresnet.train --model {recipe['model']} --epochs {recipe['epochs']}{flags} "
-                    f"--threads {recipe['threads']} --data <CIFAR-10 root> --out {recipe['out']}"),
+                    f"--threads {recipe['threads']} --seed {recipe['seed']} --data <CIFAR-10 root> "
+                    f"--keep-epoch-weights --out <run folder>"),
         "epochs": int(ckpt["epoch"]),
-        "epochs_planned": recipe["epochs"],
         "wall_time_s": history[-1]["wall_s"],
-        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads available, "
-                   f"{recipe['threads'] or 'all'} used by this run; torch {torch.__version__}",
-        "trained_on": ("CIFAR-10 training set (50,000 images) as re-encoded JPEG (quality 75), class-folder copy; "
-                       "pixels differ from the official lossless release by about 5-7 grey levels, so accuracy on "
-                       "the official test set can differ slightly"),
-        "evaluated_on": f"CIFAR-10 test set, {len(labels)} images, {source}",
-        "test_accuracy": result.accuracy,
-        "test_loss": result.loss,
-        "test_accuracy_flip_tta": tta.accuracy,
+        "machine": run_meta["machine"] + f"; {recipe['threads'] or 'all'} thread(s) used by this run",
+        "trained_on": run_meta["trained_on"],
+        "evaluations": evaluations,
         "time_to_90_percent_s": first_90["wall_s"] if first_90 else None,
         "epoch_reaching_90_percent": first_90["epoch"] if first_90 else None,
-        "per_class_accuracy": dict(zip(CIFAR10_CLASSES, result.per_class_accuracy.tolist())),
+        "time_to_90_percent_on": "val" if recipe["val_split"] else "test",
+        "weights_sha256": sha256_file(out),
         "history": history,
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "note": args.note,
     }
-    weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    out = PRETRAINED_DIR / f"{args.name}.safetensors"
-    atomic_write_bytes(out, lambda path: save_file(weights, str(path)))
+    if probe is not None and config.integration != "none" and (args.run / "epochs").is_dir():
+        x_val, y_val = sets["val"]
+        gates = record_gate_history(SEResNet(config), epoch_weights(args.run), x_val[probe], y_val[probe],
+                                    probe=f"{PROBE_IMAGES} validation images, 100 per class, fixed "
+                                          f"(stratified_split of the {recipe['val_split']}-image validation split)")
+        gates_path = PRETRAINED_DIR / f"{args.name}.gates.safetensors"
+        atomic_write_bytes(gates_path, gates.save)
+        meta["gate_history"] = {"file": gates_path.name, "sha256": sha256_file(gates_path), "probe": gates.probe}
     atomic_write_json(out.with_suffix(".json"), meta)
-    print(f"{args.name}: epoch {meta['epochs']}/{meta['epochs_planned']}, test accuracy {result.accuracy:.4f} "
-          f"(flip TTA {tta.accuracy:.4f}) -> {out}")
+    print(f"{args.name}: {meta['epochs']} epochs, 90% validation accuracy at epoch "
+          f"{meta['epoch_reaching_90_percent']} -> {out}")
 
 
 if __name__ == "__main__":

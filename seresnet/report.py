@@ -194,11 +194,13 @@ def plot_history(
     histories: Mapping[str, History], fig: Figure | None = None, epochs: int | None = None, show_lr: bool = False,
     title: str | None = None,
 ) -> Figure:
-    """Loss and accuracy per epoch of several runs: train dashed, test solid, one colour per model.
+    """Loss and accuracy per epoch of several runs: train dashed, validation solid, test dash-dotted, one colour per
+    model.
 
     Args:
-        histories: model name -> list of per-epoch records with ``epoch`` and any of ``train_loss``, ``test_loss``,
-            ``train_acc``, ``test_acc`` (and ``lr`` for ``show_lr``), as written by ``seresnet.train``.
+        histories: model name -> list of per-epoch records with ``epoch`` and any of ``train_loss``, ``val_loss``,
+            ``test_loss``, ``train_acc``, ``val_acc``, ``test_acc`` (and ``lr`` for ``show_lr``), as written by
+            ``seresnet.train`` (``val_*`` with a validation split, else ``test_*``).
         fig: draw into this figure (cleared first); default: a new figure.
         epochs: fix the x axis to 1..epochs (a live plot keeps its scale while a run is going).
         show_lr: add a third panel with the learning-rate schedule.
@@ -220,7 +222,7 @@ def plot_history(
     panels = [("loss", "cross-entropy loss"), ("acc", "accuracy")]
     for ax, (metric, ylabel) in zip(axes, panels):
         for name, hist in histories.items():
-            for split, style in (("train", "--"), ("test", "-")):
+            for split, style in (("train", "--"), ("val", "-"), ("test", "-.")):
                 key = f"{split}_{metric}"
                 pts = [(r["epoch"], r[key]) for r in hist if r.get(key) is not None]
                 if pts:
@@ -255,20 +257,25 @@ def plot_history(
 
 
 def history_summary(histories: Mapping[str, History]) -> Table:
-    """One row per run: epochs, final train/test loss and accuracy, best test accuracy, wall time."""
+    """One row per run: epochs, final train and evaluation loss and accuracy, best evaluation accuracy, wall time.
+
+    The evaluation set is the validation split where the run had one (``val_*`` records), else the test set."""
     rows = []
     for name, hist in histories.items():
         _check_history(name, hist)
         if not hist:
             continue
         last = hist[-1]
-        tests = [r["test_acc"] for r in hist if r.get("test_acc") is not None]
-        rows.append({"model": name, "epochs": int(last["epoch"]), "train_loss": last.get("train_loss"),
-                     "train_acc": last.get("train_acc"), "test_loss": last.get("test_loss"),
-                     "test_acc": last.get("test_acc"), "best_test_acc": max(tests) if tests else None,
+        split = "val" if any(r.get("val_acc") is not None for r in hist) else "test"
+        accs = [r[f"{split}_acc"] for r in hist if r.get(f"{split}_acc") is not None]
+        rows.append({"model": name, "epochs": int(last["epoch"]), "evaluated on": split,
+                     "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),
+                     f"{split}_loss": last.get(f"{split}_loss"), f"{split}_acc": last.get(f"{split}_acc"),
+                     f"best_{split}_acc": max(accs) if accs else None,
                      "wall_min": last["wall_s"] / 60 if last.get("wall_s") is not None else None})
-    return Table(rows, formats={"train_loss": ".3f", "test_loss": ".3f", "train_acc": ".4f", "test_acc": ".4f",
-                                "best_test_acc": ".4f", "wall_min": ".1f"},
+    columns = list(dict.fromkeys(k for r in rows for k in r))  # a test run and a validated run side by side
+    formats = {k: ".4f" if "acc" in k else ".3f" for k in columns if "acc" in k or "loss" in k}
+    return Table(rows, columns=columns, formats={**formats, "wall_min": ".1f"},
                  headers={"wall_min": "wall time (min)"})
 
 
