@@ -33,6 +33,23 @@ def accuracy_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def paired_difference(correct_a: torch.Tensor, correct_b: torch.Tensor, z: float = 1.96,
+                      ) -> tuple[float, tuple[float, float]]:
+    """Accuracy of model A minus that of model B on the same images, with a 95% interval (by default).
+
+    ``correct_a``, ``correct_b``: (N,) bool, whether each model got each image right. The interval comes from the
+    per-image differences (each -1, 0 or 1), so the images both models get right or wrong add no noise: it is much
+    narrower than two separate intervals when the models agree on most images (normal approximation, as McNemar's).
+    """
+    if correct_a.shape != correct_b.shape or correct_a.ndim != 1 or correct_a.numel() < 2:
+        raise ValueError(f"expected two (N,) outcomes on the same N >= 2 images, got shapes "
+                         f"{tuple(correct_a.shape)} and {tuple(correct_b.shape)}")
+    d = correct_a.double() - correct_b.double()
+    mean = float(d.mean())
+    half = z * float(d.std(correction=1)) / math.sqrt(d.numel())
+    return mean, (mean - half, mean + half)
+
+
 @dataclass
 class EvalResult:
     """Accuracy (0..1), mean cross-entropy, per-class accuracy (K,), confusion (K, K; rows true, columns predicted),

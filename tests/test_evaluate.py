@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seresnet import create_model
-from seresnet.evaluate import accuracy_interval, evaluate
+from seresnet.evaluate import accuracy_interval, evaluate, paired_difference
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,19 @@ def test_result_carries_its_sample_size_and_interval(model: torch.nn.Module) -> 
     assert record["images"] == 30
     correct = int((result.predictions == labels).sum())
     assert tuple(record["ci95"]) == pytest.approx(accuracy_interval(correct, 30))
+
+
+def test_paired_difference_uses_the_per_image_differences() -> None:
+    a = torch.tensor([1, 1, 1, 0, 1, 0, 1, 1, 0, 1], dtype=torch.bool)
+    b = torch.tensor([1, 0, 1, 0, 1, 1, 0, 1, 0, 1], dtype=torch.bool)
+    diff, (lo, hi) = paired_difference(a, b)
+    d = [1, 1, 1, 0, 1, 0, 1, 1, 0, 1]
+    d = [x - y for x, y in zip(d, [1, 0, 1, 0, 1, 1, 0, 1, 0, 1])]
+    mean = sum(d) / 10
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 9)
+    assert diff == pytest.approx(mean) and (lo, hi) == pytest.approx((mean - 1.96 * sd / math.sqrt(10),
+                                                                     mean + 1.96 * sd / math.sqrt(10)))
+    same, (lo0, hi0) = paired_difference(a, a)
+    assert same == 0 and lo0 == hi0 == 0  # identical predictions: no difference and no noise
+    with pytest.raises(ValueError, match="same N"):
+        paired_difference(a, b[:5])

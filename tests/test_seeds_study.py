@@ -1,0 +1,49 @@
+"""scripts/seeds_study.py: idempotent sweep (a finished run is never trained again), paired difference over seeds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "seeds_study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("seeds_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_pairs_runs_by_seed(study) -> None:
+    def run(acc: float) -> dict:
+        return {"evaluations": {"val": {"accuracy": acc}}}
+
+    runs = {"a-s0": run(0.90), "b-s0": run(0.89), "a-s1": run(0.91), "b-s1": run(0.905), "a-s2": run(0.92)}
+    diff = study.summarise(runs, ["a", "b"], [0, 1, 2])["val"]["difference"]
+    assert diff["paired_seeds"] == [0, 1]  # seed 2 of b is missing: not paired
+    per_seed = [0.90 - 0.89, 0.91 - 0.905]
+    assert diff["per_seed"] == pytest.approx(per_seed)
+    half = 12.706 * statistics.stdev(per_seed) / math.sqrt(2)
+    assert diff["ci95"] == pytest.approx([statistics.fmean(per_seed) - half, statistics.fmean(per_seed) + half])
+    single = study.summarise({"a-s0": run(0.9), "b-s0": run(0.8)}, ["a", "b"], [0])["val"]["difference"]
+    assert single["ci95"] is None  # undefined from one pair, not zero
+
+
+def test_sweep_is_idempotent(study, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "study.json"
+    args = ["--data", str(tiny_folder), "--runs", str(tmp_path / "runs"), "--out", str(out), "--seeds", "0", "1",
+            "--epochs", "1", "--val-split", "20", "--threads", "1", "--batch-size", "32"]
+    assert study.main(args) == 0
+    first = json.loads(out.read_text())
+    assert sorted(first["runs"]) == ["resnet20-s0", "resnet20-s1", "se_resnet20-s0", "se_resnet20-s1"]
+    assert first["summary"]["val"]["difference"]["paired_seeds"] == [0, 1]
+    monkeypatch.setattr(study, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert study.main(args) == 0
+    assert json.loads(out.read_text())["runs"] == first["runs"]
