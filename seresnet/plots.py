@@ -30,6 +30,7 @@ __all__ = [
     "plot_class_probabilities",
     "plot_excitation_profiles",
     "plot_feature_maps",
+    "plot_gate_history",
     "plot_squeeze_vs_excitation",
 ]
 
@@ -374,4 +375,58 @@ def plot_class_probabilities(
     ax.set_xlabel("class")
     ax.set_title(title or "Predicted class probabilities")
     ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def plot_gate_history(history: Any, epoch: int | None = None, block: str | None = None,
+                      classes: Sequence[int] = (0, 3, 5), class_names: Sequence[str] | None = None,
+                      fig: Figure | None = None) -> Figure:
+    """The excitations' history (``seresnet.gate_history.GateHistory``) at one epoch, and the gates' health over
+    training.
+
+    Left: the class-mean excitation per channel of ``block`` at ``epoch`` for ``classes``, and the mean over all
+    classes (dashed). Middle: class specificity per block and epoch (the share of the excitation's variance between
+    classes); grey cells are undefined (the excitation did not vary at all). Right: the share of each block's hidden
+    ReLU units that no probe image activates. A vertical line marks ``epoch`` in both maps.
+    """
+    from matplotlib import colormaps
+
+    epochs, blocks = list(history.epochs), list(history.blocks)
+    epoch = epochs[-1] if epoch is None else int(epoch)
+    if epoch not in epochs:
+        raise ValueError(f"epoch {epoch} is not recorded; epochs: {epochs[0]}..{epochs[-1]}")
+    block = blocks[-1] if block is None else block
+    if block not in blocks:
+        raise ValueError(f"no SE block {block!r}; blocks: {', '.join(blocks)}")
+    e = epochs.index(epoch)
+    means = _np(history[block]["class_mean"][e], "class_mean")  # (K, C)
+    names = _names(class_names, means.shape[0])
+    fig = _fresh_figure(fig, (14.0, 4.0))
+    ax_prof, ax_spec, ax_dead = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[2.2, 1.4, 1.4]))
+    x = np.arange(means.shape[1])
+    for k in classes:
+        ax_prof.plot(x, means[k], lw=1.1, color=f"C{k % 10}", label=names[k])
+    ax_prof.plot(x, means.mean(0), lw=1.6, ls="--", color=ALL_COLOR, label="all classes")
+    ax_prof.set_title(f"{block} at epoch {epoch}: mean excitation per channel")
+    ax_prof.set_xlabel("channel index")
+    ax_prof.set_ylabel("mean excitation s")
+    ax_prof.set_xlim(-0.5, means.shape[1] - 0.5)
+    _excitation_ylim(ax_prof, means)
+    ax_prof.grid(alpha=0.3)
+    ax_prof.legend(fontsize="small", ncols=2 if len(classes) > 4 else 1)
+
+    spec = np.stack([_np(history[b]["specificity"], "specificity") for b in blocks])  # (B, E)
+    dead = np.stack([_np(history[b]["dead_hidden"], "dead_hidden") / history.hidden[b] for b in blocks])
+    extent = (epochs[0] - 0.5, epochs[-1] + 0.5, len(blocks) - 0.5, -0.5)
+    viridis = colormaps["viridis"].with_extremes(bad="lightgrey")  # a copy: the registered map stays as it is
+    for ax, values, title, vmax in ((ax_spec, spec, "class specificity (grey: undefined)", None),
+                                    (ax_dead, dead, "share of hidden units dead", 1.0)):
+        im = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=viridis, extent=extent, vmin=0,
+                       vmax=vmax if vmax is not None else max(0.05, float(np.nanmax(values, initial=0.0))),
+                       interpolation="nearest")
+        ax.axvline(epoch, color="red", lw=1.2)
+        ax.set_yticks(range(len(blocks)), blocks)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, shrink=0.85)
     return fig

@@ -10,6 +10,7 @@ the image slider never reruns the model.
   the mean of its class.
 * :func:`steering_explorer`: scale or set one channel's excitation at one block and see the feature map before and
   after scaling, the class probabilities, and which images change their prediction.
+* :func:`gate_history_explorer`: an epoch slider over the excitations recorded while a model trained.
 
 Images are given as uint8 (N, 3, H, W) and shown as they are; the model sees ``normalize(images)`` (by default
 ``seresnet.data.normalize``, the CIFAR-10 mean and std).
@@ -33,7 +34,7 @@ from torch import nn
 from .hooks import Constant, ExcitationStats, Scale, capture, resolve_blocks, steer
 from .plots import ALL_COLOR, plot_class_probabilities
 
-__all__ = ["Explorer", "recalibration_explorer", "steering_explorer"]
+__all__ = ["Explorer", "gate_history_explorer", "recalibration_explorer", "steering_explorer"]
 
 Normalizer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -434,3 +435,58 @@ def steering_explorer(model: nn.Module, images: Any, labels: Any, class_names: S
     """
     return SteeringExplorer(model, images, labels, class_names, normalize=normalize, batch_size=batch_size,
                             dpi=dpi, block=block, factor=factor)
+
+
+# --- the excitations' history ------------------------------------------------------------------------------------
+class GateHistoryExplorer(Explorer):
+    """See :func:`gate_history_explorer`."""
+
+    def __init__(self, history: Any, class_names: Sequence[str], dpi: int = 72, block: str | None = None,
+                 classes: Sequence[int] = (0, 3, 5)) -> None:
+        from .gate_history import GateHistory
+
+        if not isinstance(history, GateHistory):
+            raise TypeError(f"history must be a seresnet.gate_history.GateHistory, got {type(history).__name__}")
+        names = [str(n) for n in class_names]
+        k = history[history.blocks[0]]["class_mean"].shape[1]
+        if len(names) != k:
+            raise ValueError(f"class_names has {len(names)} entries but the history has {k} classes")
+        self.history, self.class_names = history, names
+        controls = {
+            "epoch": widgets.SelectionSlider(options=list(history.epochs), value=history.epochs[-1],
+                                             description="epoch", continuous_update=False),
+            "block": widgets.Dropdown(options=list(history.blocks), value=block or history.blocks[-1],
+                                      description="SE block"),
+            "classes": widgets.SelectMultiple(options=[(n, i) for i, n in enumerate(names)], value=tuple(classes),
+                                              rows=min(k, 6), description="classes"),
+        }
+        for name, w in controls.items():
+            w.add_class(f"seresnet-{name}")
+        super().__init__(controls, Figure(figsize=(14.0, 4.0), layout="constrained"), dpi)
+        for w in controls.values():
+            w.observe(self._on_change, names="value")
+        self.redraw()
+
+    def redraw(self) -> None:
+        from .plots import plot_gate_history
+
+        epoch, block = self.controls["epoch"].value, self.controls["block"].value
+        classes = list(self.controls["classes"].value)
+        plot_gate_history(self.history, epoch, block, classes, self.class_names, fig=self.figure)
+        e = self.history.epochs.index(epoch)
+        self.state = dict(epoch=epoch, block=block, classes=classes,
+                          profiles={c: self.history[block]["class_mean"][e, c].numpy() for c in classes},
+                          specificity={b: float(self.history[b]["specificity"][e]) for b in self.history.blocks},
+                          dead={b: int(self.history[b]["dead_hidden"][e]) for b in self.history.blocks})
+        self._render()
+
+
+def gate_history_explorer(history: Any, class_names: Sequence[str], *, dpi: int = 72, block: str | None = None,
+                          classes: Sequence[int] = (0, 3, 5)) -> GateHistoryExplorer:
+    """Watch the SE gates form during training: an epoch slider, an SE block and classes to show.
+
+    The figure (``seresnet.plots.plot_gate_history``) shows the block's class-mean excitation profiles at the chosen
+    epoch, and for every block over all epochs its class specificity and its share of dead hidden units. Everything
+    comes from the recorded ``history`` (``seresnet.pretrained.pretrained_gate_history``): no model runs here.
+    """
+    return GateHistoryExplorer(history, class_names, dpi=dpi, block=block, classes=classes)

@@ -80,3 +80,27 @@ def test_save_load_round_trip_and_run_folders(probe, tmp_path: Path) -> None:
         GateHistory.load(tmp_path / "bad.safetensors")
     with pytest.raises(ValueError, match="no SE blocks"):
         record_gate_history(create_model("resnet20"), [], images, labels)
+
+
+def test_plot_and_explorer_show_the_recorded_numbers(probe) -> None:
+    import numpy as np
+
+    from seresnet.data import CIFAR10_CLASSES
+    from seresnet.widgets import gate_history_explorer
+
+    images, labels = probe
+    history = record_gate_history(create_model("se_resnet20"), _two_epochs(), images, labels)
+    w = gate_history_explorer(history, CIFAR10_CLASSES, classes=(1, 4))
+    assert w.state["epoch"] == 2 and w.state["block"] == "SE_4_3"
+    w.controls["epoch"].value = 1
+    w.controls["block"].value = "SE_2_1"
+    ax_prof, ax_spec, ax_dead = w.figure.axes[:3]
+    for line, k in zip(ax_prof.get_lines(), (1, 4)):
+        np.testing.assert_allclose(line.get_ydata(), history["SE_2_1"]["class_mean"][0, k].numpy(), rtol=1e-6)
+    spec_map = ax_spec.get_images()[0].get_array()
+    expected = np.stack([history[b]["specificity"].numpy() for b in history.blocks])
+    np.testing.assert_allclose(spec_map.filled(np.nan), expected, rtol=1e-6, equal_nan=True)
+    assert spec_map.mask[0, 1]  # SE_2_1 at epoch 2 is undefined: masked (grey), not drawn as 0
+    dead_map = ax_dead.get_images()[0].get_array()
+    assert dead_map[0, 1] == 1.0 and dead_map[0, 0] == 0.0
+    assert w.state["dead"]["SE_2_1"] == 0 and w.image.value[:4] == b"\x89PNG"
