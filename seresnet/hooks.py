@@ -661,7 +661,9 @@ class ExcitationStats:
         ``normalize=False``: the std across classes of the class-mean excitation, averaged over channels (in units
         of ``s``; 0 = every class gets the same mean profile, as the paper sees in early blocks).
         ``normalize=True``: the fraction of the variance of ``s`` explained by the class (between-class variance
-        over total variance, eta squared, in 0..1), averaged over channels; constant channels count as 0.
+        over total variance, eta squared, in 0..1), averaged over the channels whose excitation varies at all; a
+        constant channel's ratio is 0/0, undefined, and left out (not counted as 0, which would drag a block with
+        dead gates towards "not class-specific"). NaN (undefined) for a block with no varying channel.
         Only classes with images count; NaN with fewer than two such classes.
         """
         present = self._present()
@@ -680,8 +682,8 @@ class ExcitationStats:
             # A constant channel (e.g. behind a dead hidden unit) may keep a float64 rounding residue ~1e-33 as its
             # variance; any real variation of float32 values is many orders of magnitude larger.
             varies = total > 1e-24 * self._overall_mean(name).abs().clamp(min=1) ** 2
-            ratio = torch.where(varies, between / total.clamp(min=1e-300), torch.zeros_like(total))
-            out[name] = float(ratio.clamp(0, 1).mean())
+            ratio = (between / total.clamp(min=1e-300)).clamp(0, 1)
+            out[name] = float(ratio[varies].mean()) if bool(varies.any()) else float("nan")
         return out
 
     def saturation(self) -> dict[str, tuple[float, float]]:

@@ -463,8 +463,9 @@ def test_streaming_stats_equal_all_at_once():
         counts = torch.bincount(labels, minlength=4)[:4].double()
         between = (counts[:, None] * (means - s.mean(0)) ** 2).sum(0) / len(labels)
         var = s.var(0, correction=0)
-        eta2 = torch.where(var > 0, between / var, torch.zeros_like(var))  # constant channels count as 0
-        assert stats.class_specificity(normalize=True)[n] == pytest.approx(float(eta2.mean()))
+        eta2 = (between / var)[var > 0]  # constant channels are 0/0: undefined, left out
+        expected = float(eta2.mean()) if eta2.numel() else float("nan")
+        assert stats.class_specificity(normalize=True)[n] == pytest.approx(expected, nan_ok=True)
 
 
 def test_stats_with_a_dataloader_and_block_subset():
@@ -589,3 +590,25 @@ def test_stats_update_rejects_wrong_shapes():
     for n in ("a", "b"):
         torch.testing.assert_close(stats.mean[n], one.mean[n], equal_nan=True)
         torch.testing.assert_close(stats.std[n], one.std[n], equal_nan=True)
+
+
+def test_specificity_of_a_dead_block_is_undefined_not_zero() -> None:
+    """A block whose hidden units never fire gives every image the same excitation: eta squared is 0/0 there."""
+    import math
+
+    from seresnet import create_model
+
+    torch.manual_seed(0)
+    model = create_model("se_resnet20").eval()
+    with torch.no_grad():
+        model.se_blocks()["SE_2_1"].excitation.fc1.bias.fill_(-1e6)
+    x = torch.randn(40, 3, 32, 32)
+    y = torch.arange(10).repeat(4)
+    stats = excitation_stats(model, [(x, y)], 10)
+    spec = stats.class_specificity(normalize=True)
+    assert math.isnan(spec["SE_2_1"])
+    varying = [b for b in stats.block_names if float(stats.overall_std[b].max()) > 1e-6]
+    assert varying and "SE_2_1" not in varying
+    assert all(0 <= spec[b] <= 1 for b in varying)
+    table = {r["block"]: r for r in stats.summary_table()}
+    assert math.isnan(table["SE_2_1"]["class_specificity_normalized"])
