@@ -358,6 +358,28 @@ class SEResNet(nn.Module):
                     out[f"SE_{stage}_{b}"] = unit.se
         return out
 
+    def se_unit(self, block: str) -> tuple[int, int]:
+        """(stage index in ``stage_names``, unit index in that stage) of the residual unit holding SE block
+        ``block`` (e.g. ``"SE_3_2"`` -> ``(1, 1)``)."""
+        blocks = self.se_blocks()
+        if block not in blocks:
+            raise ValueError(f"no SE block {block!r}; blocks: {', '.join(blocks) or 'none'}")
+        for si, name in enumerate(self.stage_names):
+            for ui, unit in enumerate(getattr(self, name)):
+                if unit.se is blocks[block]:
+                    return si, ui
+        raise AssertionError(f"{block} is in no residual unit")  # se_blocks() walks the same units
+
+    def forward_from_unit(self, x: torch.Tensor, stage_index: int, unit_index: int) -> torch.Tensor:
+        """Logits from ``x``, the input of unit ``unit_index`` of stage ``stage_index``, on: what ``forward`` computes
+        after that point. An edit of one SE block then reruns only the units from its own on (``se_unit``)."""
+        stages = [getattr(self, name) for name in self.stage_names]
+        for unit in list(stages[stage_index])[unit_index:]:
+            x = unit(x)
+        for stage in stages[stage_index + 1:]:
+            x = stage(x)
+        return self.forward_head(x)
+
     def se_block_paths(self) -> OrderedDict[str, str]:
         """Paper-style name -> module path in ``named_modules()`` (e.g. ``"SE_2_1" -> "layer1.0.se"``)."""
         ids = {id(m): n for n, m in self.named_modules()}

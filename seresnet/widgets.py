@@ -257,6 +257,7 @@ class SteeringExplorer(Explorer):
         self._batch_size = batch_size
         self._runs: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._features: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._unit_inputs: OrderedDict[str, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
         self.original_probs = self._sweep(None)[0]
         if self.original_probs.shape[1] != len(self.class_names):
             raise ValueError(f"class_names has {len(self.class_names)} entries but the model has "
@@ -320,14 +321,45 @@ class SteeringExplorer(Explorer):
                 else:
                     block, channel, factor, mode = edit_key
                     edit = Scale(factor, [channel]) if mode == "scale" else Constant(factor, [channel])
+                    start = self._unit_input(block)  # None: not an SEResNet, run the whole model
                     with steer(model, {block: edit}), capture(model, block) as cap:
                         for i in range(0, len(self._x), self._batch_size):
-                            probs.append(model(self._x[i:i + self._batch_size].to(dev)).softmax(1).cpu())
+                            if start is None:
+                                logits = model(self._x[i:i + self._batch_size].to(dev))
+                            else:
+                                h, (si, ui) = start
+                                logits = model.forward_from_unit(h[i:i + self._batch_size].to(dev), si, ui)
+                            probs.append(logits.softmax(1).cpu())
                     s = cap.excitation[block].numpy()
         finally:
             model.train(was_training)
         self.model_runs += 1
         return torch.cat(probs).numpy(), s
+
+    def _unit_input(self, block: str) -> tuple[torch.Tensor, tuple[int, int]] | None:
+        """The input of the residual unit holding ``block`` for every image, and where that unit is: an edit of
+        the block leaves everything before it unchanged, so a new edit reruns only the units from there on."""
+        from .model import SEResNet
+
+        if not isinstance(self.model, SEResNet):
+            return None
+        if block not in self._unit_inputs:
+            si, ui = self.model.se_unit(block)
+            unit = list(getattr(self.model, self.model.stage_names[si]))[ui]
+            parts: list[torch.Tensor] = []
+            handle = unit.register_forward_pre_hook(lambda m, args: parts.append(args[0].cpu()))
+            try:
+                with torch.no_grad():
+                    for i in range(0, len(self._x), self._batch_size):
+                        self.model(self._x[i:i + self._batch_size].to(_model_device(self.model)))
+            finally:
+                handle.remove()
+            self.model_runs += 1
+            self._unit_inputs[block] = (torch.cat(parts), (si, ui))
+            if len(self._unit_inputs) > self.MAX_BLOCKS_CACHED:
+                self._unit_inputs.popitem(last=False)
+        self._unit_inputs.move_to_end(block)
+        return self._unit_inputs[block]
 
     def _steered(self, key: tuple) -> tuple[np.ndarray, np.ndarray]:
         if key in self._runs:

@@ -222,3 +222,24 @@ def test_default_normalize_is_the_cifar_one(setup):
     with torch.no_grad():
         expected = model(normalize(images[:3])).softmax(1).numpy()
     np.testing.assert_allclose(w.original_probs, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("block", ["SE_2_1", "SE_3_2", "SE_4_3"])
+def test_a_new_edit_reruns_only_the_units_after_the_block(setup, block):
+    """The explorer caches the input of the edited block's residual unit: a new edit runs from there on, with the
+    same probabilities as the whole edited network, and never reruns the stem."""
+    model, images, labels = setup
+    w = steering_explorer(model, images, labels, CIFAR10_CLASSES, batch_size=5)
+    w.controls["block"].value = block
+    w.controls["factor"].value = 0.3  # cache the unit input with a first edit
+    expected = {c: reference_probs(model, images, block, c, 0.3, "scale") for c in (1, 2)}
+    stem_calls = []
+    handle = model.stem.register_forward_hook(lambda *a: stem_calls.append(1))
+    try:
+        for channel in (1, 2):
+            w.controls["channel"].value = channel
+            probs, _ = w._steered(w.edit_key())
+            np.testing.assert_allclose(probs, expected[channel], rtol=1e-5, atol=1e-6)
+    finally:
+        handle.remove()
+    assert not stem_calls
