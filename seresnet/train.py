@@ -194,6 +194,7 @@ def train(
     on_epoch_end: Callable[[list[dict[str, float]]], None] | None = None,
     device: str | torch.device | None = None,
     arrays: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    log_epochs: bool = True,
 ) -> TrainResult:
     """Train ``cfg.model`` on CIFAR-10 and return the model and its history.
 
@@ -203,7 +204,8 @@ def train(
     and it is checked to be writable, with room for the checkpoints, before training. ``on_epoch_end(history)`` is
     called after each epoch (the notebooks use it for a live plot). ``arrays`` = (train images, train labels, test
     images, test labels) already in memory (uint8 / int64, as ``load_cifar10`` returns them) skips loading ``cfg.data``:
-    a sweep of many short runs decodes the data set once.
+    a sweep of many short runs decodes the data set once. ``log_epochs=False`` drops the one-line summary printed
+    after every epoch (a notebook's live plot already shows it).
     """
     cfg.validate()
     rank, world = _dist_env()
@@ -223,12 +225,13 @@ def train(
     out = Path(cfg.out) if cfg.out else None
     with RunFolder(out if rank == 0 else None):
         return _train(cfg, out, rank, world, dev, resume=resume, overwrite=overwrite, progress=progress,
-                      on_epoch_end=on_epoch_end, arrays=arrays)
+                      on_epoch_end=on_epoch_end, arrays=arrays, log_epochs=log_epochs)
 
 
 def _train(cfg: TrainConfig, out: Path | None, rank: int, world: int, dev: torch.device, *, resume: bool,
            overwrite: bool, progress: bool, on_epoch_end: Callable[[list[dict[str, float]]], None] | None,
-           arrays: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None) -> TrainResult:
+           arrays: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None,
+           log_epochs: bool) -> TrainResult:
     distributed = world > 1
     ckpt_path = out / "checkpoint.pt" if out else None
     start_state: dict[str, Any] | None = None
@@ -370,7 +373,7 @@ def _train(cfg: TrainConfig, out: Path | None, rank: int, world: int, dev: torch
                 save_state_dict(model, out / "epochs" / f"epoch_{epoch + 1:03d}.safetensors")
             atomic_write_bytes(ckpt_path, lambda p, s=state: torch.save(s, p))
             atomic_write_json(out / "history.json", history)
-        if is_main:  # one line per epoch even without progress bars (logs, --no-progress)
+        if is_main and log_epochs:  # one line per epoch even without progress bars (logs, --no-progress)
             msg = (f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.3f} "
                    f"train {record['train_acc']:.3f} {eval_name} {record.get(f'{eval_name}_acc', float('nan')):.4f} "
                    f"lr {record['lr']:.4f} {record['images_per_s']:.0f} img/s")
