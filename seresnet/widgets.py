@@ -247,8 +247,12 @@ class SteeringExplorer(Explorer):
 
     def __init__(self, model: nn.Module, images: Any, labels: Any, class_names: Sequence[str],
                  normalize: Normalizer | None = None, batch_size: int = 256, dpi: int = 72,
-                 block: str | None = None, factor: float = 0.0) -> None:
+                 block: str | None = None, factor: float = 0.0, image_ids: Sequence[int] | None = None) -> None:
         images, labels = _check_images(images, labels)
+        ids = list(range(len(images))) if image_ids is None else [int(i) for i in image_ids]
+        if len(ids) != len(images) or len(set(ids)) != len(ids):
+            raise ValueError(f"image_ids must give {len(images)} distinct numbers, one per image, got {len(ids)}")
+        self.image_ids, self._position = ids, {j: k for k, j in enumerate(ids)}
         self.model = model
         self.images, self.labels = images, labels
         self.class_names = [str(n) for n in class_names]
@@ -276,7 +280,10 @@ class SteeringExplorer(Explorer):
                                           continuous_update=False, readout_format=".2f"),
             "mode": widgets.ToggleButtons(options=["scale", "set"], value="scale", description="mode",
                                           tooltips=["s_c <- factor * s_c", "s_c <- factor"]),
-            "image": widgets.IntSlider(min=0, max=len(images) - 1, value=0, description="image"),
+            # the images' own numbers (e.g. their index in the whole sample), so text and widget agree
+            "image": widgets.SelectionSlider(options=ids, value=ids[0], description="image"),
+            "jump": widgets.Dropdown(options=[("changed images ...", None)], value=None,
+                                     description="go to", layout=widgets.Layout(width="28em")),
         }
         for name, w in controls.items():
             w.add_class(f"seresnet-{name}")
@@ -302,7 +309,12 @@ class SteeringExplorer(Explorer):
         controls["block"].observe(self._on_block, names="value")
         for key in ("channel", "factor", "mode", "image"):
             controls[key].observe(self._on_change, names="value")
+        controls["jump"].observe(self._on_jump, names="value")
         self.redraw()
+
+    def _on_jump(self, change: dict[str, Any]) -> None:
+        if change["new"] is not None and not self._busy:
+            self.controls["image"].value = change["new"]  # redraws, which resets the jump list
 
     # --- cached model sweeps ---
     def _sweep(self, edit_key: tuple | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -408,7 +420,8 @@ class SteeringExplorer(Explorer):
 
     def redraw(self) -> None:
         block, channel, factor, mode = key = self.edit_key()
-        i = self.controls["image"].value
+        image_id = self.controls["image"].value
+        i = self._position[image_id]
         probs, s_edit = self._steered(key)
         u, s_orig = self._block_features(block)
         before = u[i, channel]
@@ -429,44 +442,80 @@ class SteeringExplorer(Explorer):
         ax["after"].set_title(f"after: s * U\n(s {op} {factor:.2f} -> {s_edit[i, channel]:.2f})", fontsize="medium")
         self._img_artist.set_data(_to_display(self.images[i]))
         label, p0, p1 = int(self.labels[i]), int(self.original_predictions[i]), int(preds[i])
-        ax["image"].set_title(f"image {i} ({self.class_names[label]})\noriginal: {self.class_names[p0]}\n"
+        ax["image"].set_title(f"image #{image_id} ({self.class_names[label]})\noriginal: {self.class_names[p0]}\n"
                               f"steered: {self.class_names[p1]}", fontsize="medium")
         ax["probs"].clear()
         plot_class_probabilities(probs[i], self.class_names, ax=ax["probs"], reference=self.original_probs[i],
                                  label="steered", reference_label="original",
-                                 title=f"image {i}: class probabilities")
+                                 title=f"image #{image_id}: class probabilities")
         self.changed_text.value = self._changed_html(changed, preds)
-        self.state = dict(block=block, channel=channel, factor=factor, mode=mode, index=i, probs=probs[i],
+        self._update_jump(changed, preds)
+        self.state = dict(block=block, channel=channel, factor=factor, mode=mode, index=i, image_id=image_id,
+                          probs=probs[i],
                           original_probs=self.original_probs[i], before=before, after=after,
                           s_original=float(s_orig[i, channel]), s_steered=float(s_edit[i, channel]),
                           changed=changed.tolist(), predictions=preds)
         self._render()
 
+    def _outcome(self, j: int, preds: np.ndarray) -> str:
+        """What the edit did to image ``j``'s prediction: became right, became wrong, or wrong either way."""
+        label = int(self.labels[j])
+        if preds[j] == label:
+            return "now right"
+        return "now wrong" if self.original_predictions[j] == label else "still wrong"
+
     def _changed_html(self, changed: np.ndarray, preds: np.ndarray) -> str:
+        from .evaluate import paired_difference
+
         n = len(self.images)
+        labels = self.labels.numpy()
+        right_before, right_after = self.original_predictions == labels, preds == labels
+        diff, (lo, hi) = paired_difference(torch.from_numpy(right_after), torch.from_numpy(right_before))
+        accuracy = (f"accuracy on these {n} images: {right_before.mean():.1%} &rarr; {right_after.mean():.1%} "
+                    f"(change {diff:+.1%}, 95% interval {lo:+.1%} to {hi:+.1%})")
         if not len(changed):
-            return f"<b>0 of {n} images</b> change their prediction under this edit."
+            return f"<b>0 of {n} images</b> change their prediction under this edit; {accuracy}."
+        outcomes = [self._outcome(j, preds) for j in changed]
+        counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("now right", "now wrong", "still wrong")
+                           if o in outcomes)
         shown = ", ".join(
-            f"#{j} {html.escape(self.class_names[self.original_predictions[j]])} &rarr; "
-            f"{html.escape(self.class_names[preds[j]])}" for j in changed[:12])
-        more = f", ... ({len(changed) - 12} more)" if len(changed) > 12 else ""
-        return f"<b>{len(changed)} of {n} images</b> change their prediction: {shown}{more}"
+            f"#{self.image_ids[j]} {html.escape(self.class_names[self.original_predictions[j]])} &rarr; "
+            f"{html.escape(self.class_names[preds[j]])} ({self._outcome(j, preds)})" for j in changed[:8])
+        more = f", ... ({len(changed) - 8} more in the 'go to' list)" if len(changed) > 8 else ""
+        return (f"<b>{len(changed)} of {n} images</b> change their prediction ({counts}); {accuracy}.<br>"
+                f"{shown}{more}")
+
+    def _update_jump(self, changed: np.ndarray, preds: np.ndarray) -> None:
+        options = [(f"#{self.image_ids[j]}: {self.class_names[self.original_predictions[j]]} -> "
+                    f"{self.class_names[preds[j]]} ({self._outcome(j, preds)})", self.image_ids[j]) for j in changed]
+        jump = self.controls["jump"]
+        self._busy = True
+        try:
+            jump.options = [(f"{len(changed)} changed images ..." if options else "no image changes", None),
+                            *options]
+            jump.value = None
+        finally:
+            self._busy = False
 
 
 def steering_explorer(model: nn.Module, images: Any, labels: Any, class_names: Sequence[str], *,
                       normalize: Normalizer | None = None, batch_size: int = 256, dpi: int = 72,
-                      block: str | None = None, factor: float = 0.0) -> SteeringExplorer:
+                      block: str | None = None, factor: float = 0.0,
+                      image_ids: Sequence[int] | None = None) -> SteeringExplorer:
     """Steer one channel of one SE block and watch the effect.
 
     Controls: SE block (dropdown), channel (slider, bounded by the block's width), factor (0..3), mode (``scale``:
-    ``s_c <- factor * s_c``; ``set``: ``s_c <- factor``), image index (slider). The figure shows the image, the
-    channel's feature map before and after scaling (``U`` and ``s_c U`` with the edited ``s_c``), and the class
-    probabilities steered vs original; below, how many (and which) of ``images`` change their prediction.
+    ``s_c <- factor * s_c``; ``set``: ``s_c <- factor``), image (slider over ``image_ids``, the images' own numbers,
+    by default 0..N-1), and "go to", a list of the images whose prediction the edit changes. The figure shows the
+    image, the channel's feature map before and after scaling (``U`` and ``s_c U`` with the edited ``s_c``), and the
+    class probabilities steered vs original; below, how many images change their prediction (which became right,
+    which wrong), and the accuracy on these images before and after the edit with a paired 95% interval.
 
-    The model runs once per distinct edit over all images (results cached); changing the image only redraws.
+    The model runs once per distinct edit (results cached), and only from the edited block's residual unit on;
+    changing the image only redraws.
     """
     return SteeringExplorer(model, images, labels, class_names, normalize=normalize, batch_size=batch_size,
-                            dpi=dpi, block=block, factor=factor)
+                            dpi=dpi, block=block, factor=factor, image_ids=image_ids)
 
 
 # --- the excitations' history ------------------------------------------------------------------------------------

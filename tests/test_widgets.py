@@ -80,7 +80,7 @@ def bar_heights(ax):
 def test_steering_explorer_shows_steered_probabilities_and_feature_maps(setup):
     model, images, labels = setup
     w = steering_explorer(model, images, labels, NAMES, normalize=normalize, block="SE_3_2", factor=0.0)
-    assert set(w.controls) == {"block", "channel", "factor", "mode", "image"}
+    assert set(w.controls) == {"block", "channel", "factor", "mode", "image", "jump"}
     assert w.controls["channel"].max == 31 and w.controls["factor"].max == 3.0
     assert bytes(w.image.value).startswith(b"\x89PNG")
     u = manual_u(model, normalize(images), "SE_3_2")
@@ -243,3 +243,42 @@ def test_a_new_edit_reruns_only_the_units_after_the_block(setup, block):
     finally:
         handle.remove()
     assert not stem_calls
+
+
+def test_steering_explorer_numbers_outcomes_accuracy_and_jump(setup):
+    """Images keep their own numbers, each changed image says whether it became right or wrong, the accuracy under
+    the edit comes with a paired interval, and the 'go to' list jumps to a changed image."""
+    from seresnet.evaluate import paired_difference
+
+    model, images, labels = setup
+    ids = [100 + 7 * k for k in range(len(images))]  # e.g. positions in a larger sample
+    w = steering_explorer(model, images, labels, NAMES, normalize=normalize, block="SE_4_3", image_ids=ids)
+    w.controls["mode"].value = "set"
+    w.controls["factor"].value = 3.0
+    for block in ("SE_4_3", "SE_4_2", "SE_3_2", "SE_2_1"):  # find an edit of this random model that flips some
+        w.controls["block"].value = block
+        for channel in range(w.controls["channel"].max + 1):
+            w.controls["channel"].value = channel
+            if w.state["changed"]:
+                break
+        if w.state["changed"]:
+            break
+    changed = w.state["changed"]
+    assert changed, "the test needs an edit that changes predictions"
+    preds, orig, y = w.state["predictions"], w.original_predictions, labels.numpy()
+    text = w.changed_text.value
+    diff, (lo, hi) = paired_difference(torch.from_numpy(preds == y), torch.from_numpy(orig == y))
+    assert f"{len(changed)} of {len(images)} images" in text and f"change {diff:+.1%}" in text
+    assert f"95% interval {lo:+.1%} to {hi:+.1%}" in text
+    options = w.controls["jump"].options[1:]
+    assert [value for _, value in options] == [ids[j] for j in changed]
+    for (label, _), j in zip(options, changed):
+        expected = "now right" if preds[j] == y[j] else "now wrong" if orig[j] == y[j] else "still wrong"
+        assert label.endswith(f"({expected})")
+    target = options[-1][1]
+    w.controls["jump"].value = target
+    assert w.controls["image"].value == target and w.state["image_id"] == target
+    assert w.state["index"] == ids.index(target) and f"#{target}" in w.figure.axes[0].get_title()
+    assert w.controls["jump"].value is None  # the list is ready for the next jump
+    with pytest.raises(ValueError, match="distinct numbers"):
+        steering_explorer(model, images, labels, NAMES, image_ids=[0] * len(images))
