@@ -271,11 +271,15 @@ class SECostExplorer:
         self.text.value = f"<p>{cost.describe()}</p>"
         ax = self.bar_ax
         ax.clear()
-        ax.barh(["unit convs", "SE block"], [cost.unit_conv_params, cost.se_params],
-                color=["#7da7d9", "#f4a259"])
-        ax.set_xlabel("parameters")
+        bars = ax.barh(["unit convs", "SE block"], [cost.unit_conv_params, cost.se_params],
+                       color=["#7da7d9", "#f4a259"])
+        # A log axis: at C = 2048 the SE block is under 1% of the unit and would vanish on a linear one.
+        ax.set_xscale("log")
+        ax.set_xlim(10, cost.unit_conv_params * 30)
+        ax.bar_label(bars, labels=[f"{cost.unit_conv_params:,}", f"{cost.se_params:,}"], padding=3,
+                     fontsize="small")
+        ax.set_xlabel("parameters (log scale)")
         ax.set_title(f"{block} unit with C = {c}, r = {r}")
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
         ax = self.ratio_ax
         ax.clear()
         ratios = [100 * se_param_formula(c, rr) / cost.unit_conv_params for rr in REDUCTION_CHOICES]
@@ -659,7 +663,10 @@ class ArchitectureExplorer:
         if model not in names:
             raise ValueError(f"model must be one of {names}, got {model!r}")
         style = {"description_width": "initial"}
-        self.model = widgets.Dropdown(options=names, value=model, description="model", style=style)
+        # CIFAR and ImageNet networks share one list: say which is which (depths alone do not).
+        labels = [(f"{n} ({'CIFAR, 32x32' if get_config(n).style == 'cifar' else 'ImageNet, 224x224'})", n)
+                  for n in names]
+        self.model = widgets.Dropdown(options=labels, value=model, description="model", style=style)
         self.integration = widgets.Dropdown(options=list(INTEGRATIONS), value=integration,
                                             description="integration", style=style)
         self.reduction = widgets.Dropdown(options=list(REDUCTION_CHOICES), value=reduction,

@@ -111,10 +111,16 @@ class Table:
         """The formatted cell texts, row by row (lists of strings joined with " | ", other lists with ", ")."""
         return [[_format_value(r.get(c), self.formats.get(c)) for c in self.columns] for r in self.records]
 
+    # Inline styles (JupyterLab's colours where defined): the table looks the same as a cell output and inside a
+    # widget's HTML, where the notebook's table CSS does not apply.
+    _CELL = "text-align:left;padding:3px 10px;vertical-align:top"
+    _HEAD = _CELL + ";font-weight:bold;border-bottom:1px solid var(--jp-border-color1, #888)"
+    _STRIPE = "background:var(--jp-layout-color2, #f3f3f3)"
+
     def _repr_html_(self) -> str:
-        head = "".join(f"<th style='text-align:left'>{html.escape(self.headers[c])}</th>" for c in self.columns)
+        head = "".join(f"<th style='{self._HEAD}'>{html.escape(self.headers[c])}</th>" for c in self.columns)
         rows = []
-        for r in self.records:
+        for k, r in enumerate(self.records):
             tds = []
             for c in self.columns:
                 v = r.get(c)
@@ -122,10 +128,13 @@ class Table:
                     text = "<br>".join(html.escape(x) for x in v)  # block specs: one layer per line
                 else:
                     text = html.escape(_format_value(v, self.formats.get(c)))
-                tds.append(f"<td style='text-align:left'>{text}</td>")
-            rows.append("<tr>" + "".join(tds) + "</tr>")
-        caption = f"<caption style='text-align:left'><b>{html.escape(self.title)}</b></caption>" if self.title else ""
-        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+                tds.append(f"<td style='{self._CELL}'>{text}</td>")
+            stripe = f" style='{self._STRIPE}'" if k % 2 else ""
+            rows.append(f"<tr{stripe}>" + "".join(tds) + "</tr>")
+        caption = (f"<caption style='text-align:left;padding:4px 0'><b>{html.escape(self.title)}</b></caption>"
+                   if self.title else "")
+        return (f"<table style='border-collapse:collapse;border:none;font-size:12px;margin:4px 0'>{caption}"
+                f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
     def __str__(self) -> str:
         cells = self.cells()

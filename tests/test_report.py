@@ -140,7 +140,9 @@ def test_table_renders_html_and_text() -> None:
             {"model": "resnet20", "params": 272474, "acc": None, "block": ["3x3, 16"]}]
     t = report.Table(rows, formats={"acc": ".3f"}, headers={"acc": "accuracy"}, title="counts")
     html = t._repr_html_()
-    assert "<th style='text-align:left'>accuracy</th>" in html and "274,847" in html and "0.912" in html
+    assert ">accuracy</th>" in html and "274,847" in html and "0.912" in html
+    # styled inline, so that it looks the same inside a widget's HTML, where the notebook's table CSS is absent
+    assert "border-collapse:collapse" in html and "border-bottom:1px solid" in html and "padding:3px 10px" in html
     assert "3x3, 16<br>3x3, 16" in html and "counts" in html
     text = str(t).splitlines()
     assert text[0] == "counts" and text[1].split() == ["model", "params", "accuracy", "block"]
