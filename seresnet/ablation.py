@@ -488,7 +488,7 @@ def knockout_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tens
 def se_knockout_table(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, stats: hooks.ExcitationStats | None = None,
     scopes: Sequence[tuple[str, Sequence[str]]] | None = None, edits: Sequence[str] = EDITS,
-    batch_size: int = 500, bf16: bool = False,
+    batch_size: int = 500, bf16: bool = False, progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Test accuracy when SE blocks are switched off or their excitations replaced, one record per (edit, scope).
 
@@ -498,7 +498,9 @@ def se_knockout_table(
     ``"overall_mean"``, ``"class_mean"`` (see ``knockout_accuracy``). ``bf16`` evaluates under bfloat16 autocast
     (channels_last), several times faster on recent CPUs. The first record is the unedited model (edit
     ``"none"``). Records: edit, scope, blocks (list of names), accuracy (0..1), delta (accuracy minus the unedited
-    accuracy).
+    accuracy), delta_ci95 (a paired 95% interval of the delta over these images, ``evaluate.paired_difference``:
+    the images are a sample), changed (images whose correctness the edit changes). ``progress`` shows a progress
+    bar over the batches.
 
     For an ``SEResNet`` every batch goes through the stem and the stages once; each edit then reruns only the
     stages from the first edited one on (an edit cannot change what comes before it), which saves about half the
@@ -529,15 +531,20 @@ def se_knockout_table(
             records.append(dict(edit=kind, scope=label, blocks=blocks, accuracy=acc, delta=acc - base))
         return records
 
+    from tqdm.auto import tqdm
+
+    from .evaluate import paired_difference
+
     starts = [min(stage_of_block[b] for b in blocks) for _, _, blocks in jobs]
     stages = model.stages
     dev = next(model.parameters()).device
-    correct = torch.zeros(len(jobs) + 1, dtype=torch.int64)
+    right = torch.zeros(len(jobs) + 1, images.shape[0], dtype=torch.bool)  # per edit and image: correct?
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            for lo in range(0, images.shape[0], batch_size):
+            for lo in tqdm(range(0, images.shape[0], batch_size), desc=f"{len(jobs)} edits", unit="batch",
+                           disable=not progress):
                 x = normalize(images[lo:lo + batch_size]).to(dev)
                 y = labels[lo:lo + batch_size].to(dev)
                 if bf16:
@@ -547,20 +554,24 @@ def se_knockout_table(
                 for stage in stages:
                     inputs.append(h)
                     h = stage(h)
-                correct[0] += int((model.forward_head(h).argmax(1) == y).sum())
+                hi = lo + y.shape[0]
+                right[0, lo:hi] = (model.forward_head(h).argmax(1) == y).cpu()
                 for j, ((kind, _, blocks), start) in enumerate(zip(jobs, starts), start=1):
                     if kind == "class_mean":  # every image its own class's mean, in one pass
                         edit = {b: _RowReplace(stats.mean[b][y.cpu()]) for b in blocks}
                     else:
                         edit = _edits_for(kind, blocks, stats)
                     with hooks.steer(model, edit):
-                        correct[j] += int((_run_from(model, inputs[start], start).argmax(1) == y).sum())
+                        right[j, lo:hi] = (_run_from(model, inputs[start], start).argmax(1) == y).cpu()
     finally:
         model.train(was_training)
-    acc = (correct.double() / images.shape[0]).tolist()
-    records = [dict(edit="none", scope="unedited", blocks=[], accuracy=acc[0], delta=0.0)]
-    for (kind, label, blocks), a in zip(jobs, acc[1:]):
-        records.append(dict(edit=kind, scope=label, blocks=blocks, accuracy=a, delta=a - acc[0]))
+    acc = right.double().mean(1).tolist()
+    records = [dict(edit="none", scope="unedited", blocks=[], accuracy=acc[0], delta=0.0, delta_ci95=(0.0, 0.0),
+                    changed=0)]
+    for j, ((kind, label, blocks), a) in enumerate(zip(jobs, acc[1:]), start=1):
+        _, interval = paired_difference(right[j], right[0]) if images.shape[0] > 1 else (0.0, (a - acc[0],) * 2)
+        records.append(dict(edit=kind, scope=label, blocks=blocks, accuracy=a, delta=a - acc[0],
+                            delta_ci95=interval, changed=int((right[j] != right[0]).sum())))
     return records
 
 

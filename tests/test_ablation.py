@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 from seresnet import ablation, hooks, report  # noqa: E402
 from seresnet import train as train_mod  # noqa: E402
 from seresnet.data import TensorBatches, load_sample  # noqa: E402
-from seresnet.evaluate import evaluate, predict_logits  # noqa: E402
+from seresnet.evaluate import evaluate, paired_difference, predict_logits  # noqa: E402
 from seresnet.model import count_params, create_model  # noqa: E402
 
 
@@ -221,9 +221,14 @@ def test_knockout_table_matches_direct_evaluation(knockout_setup):
         else:
             edits = {b: hooks.Replace(stats.overall_mean[b]) for b in rec["blocks"]}
         with hooks.steer(model, edits):
-            direct = evaluate(model, images, preds).accuracy
+            result = evaluate(model, images, preds)
+        direct = result.accuracy
         assert rec["accuracy"] == pytest.approx(direct, abs=1e-12), rec["scope"]
         assert rec["delta"] == pytest.approx(direct - 1.0, abs=1e-12)
+        # the paired interval of the delta, from the per-image outcomes (the unedited model is right on all)
+        right = result.predictions == preds
+        assert rec["delta_ci95"] == pytest.approx(paired_difference(right, torch.ones_like(right))[1])
+        assert rec["changed"] == int((~right).sum())
     assert any(r["delta"] < 0 for r in records[1:])  # the edits really change predictions
     assert evaluate(model, images, preds).accuracy == 1.0  # and nothing is left attached afterwards
 
