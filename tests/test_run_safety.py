@@ -180,3 +180,12 @@ def test_metadata_records_sets_intervals_and_checksum_without_local_paths(tiny_f
     assert str(tmp_path) not in (out / "metadata.json").read_text()  # no folders of this machine
     assert meta["weights_sha256"] == tr.sha256_file(out / "model.safetensors")
     assert "less a stratified validation split of 20" in meta["trained_on"]
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_clear_error(tiny_folder: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # the folder would have to be created inside a file: mkdir fails as on a read-only disk
+    assert main(["--epochs", "1", "--data", str(tiny_folder), "--out", str(blocker / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write into the output folder" in err and "Traceback" not in err
