@@ -31,7 +31,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .hooks import Constant, ExcitationStats, Scale, capture, resolve_blocks, steer
+from .hooks import Constant, ExcitationStats, Replace, Scale, capture, resolve_blocks, steer
 from .plots import ALL_COLOR, plot_class_probabilities
 
 __all__ = ["Explorer", "gate_history_explorer", "recalibration_explorer", "steering_explorer"]
@@ -135,6 +135,7 @@ class RecalibrationExplorer(Explorer):
         blocks = list(resolve_blocks(model, stats.block_names))  # also checks the model has these blocks
         self.stats, self.images, self.labels, self.class_names = stats, images, labels, names
         normalize = normalize or _default_normalize()
+        self._normalize = normalize
 
         # One sweep over the images: every block's excitation and the predictions are cached.
         was_training = model.training
@@ -153,11 +154,18 @@ class RecalibrationExplorer(Explorer):
 
         k = stats.num_classes
         default_classes = tuple(classes) if classes is not None else tuple(range(min(3, k)))
+        self._model, self._normalize, self._batch_size, self._blocks = model, normalize, batch_size, blocks
+        self._se_effect: np.ndarray | None = None  # computed when the "where SE matters most" filter is first chosen
+        present = sorted(set(labels.tolist()))
         controls = {
             "block": widgets.Dropdown(options=blocks, value=block or blocks[-1], description="SE block"),
             "classes": widgets.SelectMultiple(options=[(n, i) for i, n in enumerate(names)], value=default_classes,
                                               rows=min(k, 6), description="classes"),
-            "image": widgets.IntSlider(min=0, max=len(images) - 1, value=0, description="image"),
+            "show": widgets.Dropdown(options=[("all images", "all"), ("misclassified", "wrong"),
+                                              ("where SE matters most", "se"),
+                                              *[(f"class: {names[c]}", f"class:{c}") for c in present]],
+                                     value="all", description="images"),
+            "image": widgets.SelectionSlider(options=list(range(len(images))), value=0, description="image"),
         }
         for name, w in controls.items():
             w.add_class(f"seresnet-{name}")
@@ -170,8 +178,55 @@ class RecalibrationExplorer(Explorer):
         ax_img.set_yticks([])
         self._ax_img, self._ax_prof, self._ax_img_s = ax_img, ax_prof, ax_img_s
         super().__init__(controls, fig, dpi)
-        for w in controls.values():
-            w.observe(self._on_change, names="value")
+        for name, w in controls.items():
+            w.observe(self._on_filter if name == "show" else self._on_change, names="value")
+        self.redraw()
+
+    def se_effect(self) -> np.ndarray:
+        """Per image: how much the probability of its true class moves when every SE block's excitation is
+        replaced by its mean over all images (the per-image part of SE removed). One extra model sweep, cached."""
+        if self._se_effect is None:
+            probs = []
+            edits = {b: Replace(self.stats.overall_mean[b]) for b in self._blocks}
+            was_training = self._model.training
+            self._model.eval()
+            dev = _model_device(self._model)
+            try:
+                def sweep() -> torch.Tensor:
+                    return torch.cat([self._model(self._normalize(self.images[i:i + self._batch_size]).to(dev))
+                                      .softmax(1).cpu() for i in range(0, len(self.images), self._batch_size)])
+
+                with torch.no_grad():
+                    probs.append(sweep())
+                    with steer(self._model, edits):
+                        probs.append(sweep())
+            finally:
+                self._model.train(was_training)
+            self.model_runs += 1
+            rows = torch.arange(len(self.labels))
+            self._se_effect = (probs[0][rows, self.labels] - probs[1][rows, self.labels]).abs().numpy()
+        return self._se_effect
+
+    def filtered(self, show: str) -> list[int]:
+        """Indices of the images a filter keeps: all, misclassified, one class, or the tenth (at least 10) where
+        SE matters most (``se_effect``), largest first."""
+        if show == "all":
+            return list(range(len(self.images)))
+        if show == "wrong":
+            return (self.predictions != self.labels).nonzero().flatten().tolist()
+        if show == "se":
+            effect = self.se_effect()
+            return np.argsort(-effect, kind="stable")[:max(10, len(effect) // 10)].tolist()
+        return (self.labels == int(show.split(":")[1])).nonzero().flatten().tolist()
+
+    def _on_filter(self, change: dict[str, Any]) -> None:
+        keep = self.filtered(change["new"]) or [self.controls["image"].value]  # never an empty slider
+        self._busy = True
+        try:
+            self.controls["image"].options = keep
+            self.controls["image"].value = keep[0]
+        finally:
+            self._busy = False
         self.redraw()
 
     def redraw(self) -> None:
@@ -227,9 +282,11 @@ def recalibration_explorer(stats: ExcitationStats, images: Any, labels: Any, mod
                            batch_size: int = 256, dpi: int = 72) -> RecalibrationExplorer:
     """Explore how SE blocks recalibrate channels, per class and per image.
 
-    Controls: SE block (dropdown), classes to overlay (multi-select), image index (slider). The figure shows the
-    image (true and predicted class), the mean excitation profile of the chosen classes and of all classes at the
-    block (from ``stats``), and the chosen image's excitation against the mean of its class.
+    Controls: SE block (dropdown), classes to overlay (multi-select), which images the slider runs over (all, one
+    class, the misclassified ones, or the tenth where SE matters most: where replacing every excitation by its mean
+    moves the probability of the true class most), and the image (slider). The figure shows the image (true and
+    predicted class), the mean excitation profile of the chosen classes and of all classes at the block (from
+    ``stats``), and the chosen image's excitation against the mean of its class.
 
     ``images`` uint8 (N, 3, H, W), ``labels`` (N,). The excitations of all images at all blocks of ``stats`` are
     computed once, here; later interaction never reruns the model.

@@ -165,7 +165,7 @@ def test_recalibration_explorer_lines_follow_controls(setup):
     x = normalize(images)
     stats = excitation_stats(model, [(x[:8], labels[:8]), (x[8:], labels[8:])], 10)
     w = recalibration_explorer(stats, images, labels, model, NAMES, normalize=normalize)
-    assert set(w.controls) == {"block", "classes", "image"}
+    assert set(w.controls) == {"block", "classes", "show", "image"}
     assert w.model_runs == 1
     ax_img, ax_prof, ax_img_s = w.figure.axes
     first_png = w.image.value
@@ -282,3 +282,34 @@ def test_steering_explorer_numbers_outcomes_accuracy_and_jump(setup):
     assert w.controls["jump"].value is None  # the list is ready for the next jump
     with pytest.raises(ValueError, match="distinct numbers"):
         steering_explorer(model, images, labels, NAMES, image_ids=[0] * len(images))
+
+
+def test_recalibration_explorer_filters_images(setup):
+    """The image slider can be limited to one class, to misclassified images, or to the images where replacing
+    every excitation by its mean moves the true class's probability most."""
+    from seresnet.hooks import Replace, steer
+
+    model, images, labels = setup
+    x = normalize(images)
+    stats = excitation_stats(model, [(x, labels)], 10)
+    w = recalibration_explorer(stats, images, labels, model, NAMES, normalize=normalize)
+    cls = int(labels[3])
+    w.controls["show"].value = f"class:{cls}"
+    assert list(w.controls["image"].options) == (labels == cls).nonzero().flatten().tolist()
+    assert int(labels[w.state["index"]]) == cls
+    w.controls["show"].value = "wrong"
+    wrong = (w.predictions != labels).nonzero().flatten().tolist()
+    assert list(w.controls["image"].options) == (wrong or [w.controls["image"].value])
+    assert w.model_runs == 1
+    w.controls["show"].value = "se"
+    assert w.model_runs == 2  # one extra sweep, only now
+    with torch.no_grad():
+        p0 = model(x).softmax(1)
+        with steer(model, {b: Replace(stats.overall_mean[b]) for b in stats.block_names}):
+            p1 = model(x).softmax(1)
+    effect = (p0 - p1)[torch.arange(len(labels)), labels].abs()
+    expected = effect.argsort(descending=True, stable=True)[:10].tolist()
+    assert list(w.controls["image"].options) == expected
+    w.controls["show"].value = "all"
+    w.controls["show"].value = "se"
+    assert w.model_runs == 2  # cached
