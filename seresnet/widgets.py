@@ -470,6 +470,31 @@ class SteeringExplorer(Explorer):
             self._busy = False
         self.redraw()
 
+    def rank_channels(self, block: str, factor: float = 0.0, mode: str = "scale") -> list[tuple[int, int]]:
+        """(channel, number of images whose prediction changes) for the edit ``factor`` / ``mode`` of every channel
+        of ``block``, most changes first: a way to find an edit worth looking at. One sweep per channel, each from
+        the block's residual unit on."""
+        if block not in self.blocks:
+            raise ValueError(f"unknown block {block!r}; blocks: {', '.join(self.blocks)}")
+        counts = []
+        for c in range(self.blocks[block].channels):
+            probs, _ = self._steered((block, c, round(float(factor), 6), mode))
+            counts.append((c, int((probs.argmax(1) != self.original_predictions).sum())))
+        return sorted(counts, key=lambda t: (-t[1], t[0]))
+
+    def show_edit(self, block: str, channel: int, factor: float, mode: str = "scale") -> None:
+        """Set the controls to an edit (one redraw)."""
+        self._busy = True
+        try:
+            self.controls["block"].value = block
+            self.controls["channel"].max = self.blocks[block].channels - 1
+            self.controls["channel"].value = channel
+            self.controls["factor"].value = factor
+            self.controls["mode"].value = mode
+        finally:
+            self._busy = False
+        self.redraw()
+
     def edit_key(self) -> tuple[str, int, float, str]:
         """(block, channel, factor, mode) of the current edit."""
         c = self.controls

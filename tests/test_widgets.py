@@ -313,3 +313,16 @@ def test_recalibration_explorer_filters_images(setup):
     w.controls["show"].value = "all"
     w.controls["show"].value = "se"
     assert w.model_runs == 2  # cached
+
+
+def test_rank_channels_finds_the_edits_that_change_predictions(setup):
+    model, images, labels = setup
+    w = steering_explorer(model, images, labels, NAMES, normalize=normalize, block="SE_3_2")
+    ranking = w.rank_channels("SE_3_2", factor=3.0, mode="set")
+    assert sorted(c for c, _ in ranking) == list(range(32))
+    assert [n for _, n in ranking] == sorted((n for _, n in ranking), reverse=True)
+    best, n_best = ranking[0]
+    w.show_edit("SE_3_2", best, 3.0, "set")
+    assert len(w.state["changed"]) == n_best and w.state["channel"] == best
+    ref = reference_probs(model, images, "SE_3_2", best, 3.0, "set")
+    assert int((ref.argmax(1) != w.original_predictions).sum()) == n_best
