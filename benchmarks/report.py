@@ -549,6 +549,7 @@ def render(data: dict, plot_rel: str) -> str:
             "check values, gradients and running statistics against the module path). In eager mode the "
             "separate ops and the float32 upcast cost more than they save (1.8x slower in a first measurement), "
             "so eager training keeps `_FusedSE`.", ""]
+    out += time_to_accuracy()
     out += ["## What the numbers mean", "",
             "- *median ms per call*: median over the interleaved rounds of the time of one call (a training step "
             "or an inference pass over the batch); *quartiles*: 25th and 75th percentile of the same samples.",
@@ -563,6 +564,36 @@ def render(data: dict, plot_rel: str) -> str:
             "every weight again on every call); `CL` = channels_last for the model and the input; `compile` = "
             "`torch.compile(model)`; `Nt` = `torch.set_num_threads(N)`.", ""]
     return "\n".join(out) + "\n"
+
+
+def time_to_accuracy() -> list[str]:
+    """The section on the shipped checkpoints' training runs, read from their metadata (``seresnet/pretrained``)."""
+    metas = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "seresnet" / "pretrained").glob("*.json"))}
+    metas = {k: m for k, m in metas.items() if "evaluations" in m}
+    if not metas:
+        return []
+    rows = []
+    for name, m in metas.items():
+        hist = m["history"]
+        t90 = m.get("time_to_90_percent_s")
+        ev = m["evaluations"]
+        rows.append([name, str(m["epochs"]), f"{m['wall_time_s'] / 60:.0f}",
+                     f"{statistics.median(r['images_per_s'] for r in hist):,.0f}",
+                     f"{t90 / 60:.0f} (epoch {m['epoch_reaching_90_percent']})" if t90 else "not reached",
+                     *[f"{ev[k]['accuracy']:.2%} [{ev[k]['ci95'][0]:.1%}, {ev[k]['ci95'][1]:.1%}]" if k in ev else "-"
+                       for k in ("val", "lossless-test-subset", "jpeg-test")]])
+    first = next(iter(metas.values()))
+    return ["## Time to accuracy: the shipped training runs", "",
+            "Read from the metadata of the shipped checkpoints (`seresnet/pretrained/*.json`), which the training "
+            "runs wrote. Minutes to 90% are the wall time from the start of training (compilation included) to the "
+            "end of the first epoch whose validation accuracy (bfloat16, 5,000 held-out lossless training images) "
+            "reached 90%. Accuracies: float32, measured after training, with 95% Wilson intervals.", "",
+            f"- Machine: {first['machine']}.",
+            "- The two runs trained at the same time, one thread each, on the 2-core machine while other work (tests, "
+            "notebooks) ran beside them: the minutes are those of a shared machine, not of one run owning both "
+            "cores; images/s is the median over epochs.", "",
+            table(["model", "epochs", "minutes", "images/s", "minutes to 90% (val)", "val (5,000)",
+                   "lossless test subset (1,017)", "JPEG test (10,000)"], rows), ""]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -65,6 +65,8 @@ _METRIC_TITLES = {"loss": "Loss", "acc": "Accuracy"}
 def _format_value(value: Any, fmt: str | Callable[[Any], str] | None) -> str:
     if value is None:
         return "-"
+    if isinstance(value, float) and value != value:  # NaN: a quantity that is not defined here, not a number
+        return "undefined"
     if callable(fmt):
         return fmt(value)
     if fmt:

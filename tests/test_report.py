@@ -144,6 +144,7 @@ def test_table_renders_html_and_text() -> None:
     # styled inline, so that it looks the same inside a widget's HTML, where the notebook's table CSS is absent
     assert "border-collapse:collapse" in html and "border-bottom:1px solid" in html and "padding:3px 10px" in html
     assert "3x3, 16<br>3x3, 16" in html and "counts" in html
+    assert report.Table([{"eta": float("nan")}], formats={"eta": ".3f"}).cells() == [["undefined"]]
     text = str(t).splitlines()
     assert text[0] == "counts" and text[1].split() == ["model", "params", "accuracy", "block"]
     assert "3x3, 16 | 3x3, 16" in text[3] and text[4].split()[2] == "-"
