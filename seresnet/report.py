@@ -246,8 +246,10 @@ def plot_history(
         ax.grid(alpha=0.3)
         if epochs:
             ax.set_xlim(0.5, epochs + 0.5)
-        if ax.lines:
-            ax.legend(fontsize="small")
+    # One legend for all panels, below them: inside an axis it covers the curves of a small live plot.
+    handles, labels = axes[1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize="small")
     if show_lr:
         ax = axes[2]
         for name, hist in histories.items():
@@ -260,8 +262,6 @@ def plot_history(
         ax.set_ylabel("learning rate (end of epoch)")
         ax.set_title("learning-rate schedule")
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
     return fig

@@ -49,7 +49,9 @@ def test_plot_history_lines_equal_inputs() -> None:
                 assert x == [r["epoch"] for r in hist]
                 assert y == pytest.approx([r[f"{split}_{metric}"] for r in hist])
         assert ax.get_title() and ax.get_xlabel() == "epoch" and ax.get_ylabel()
-        assert ax.get_legend() is not None
+        assert ax.get_legend() is None  # no legend over the curves
+    (legend,) = fig.legends  # one legend for all panels, below them
+    assert [t.get_text() for t in legend.get_texts()] == [f"{n} {s}" for n in hists for s in ("train", "test")]
     assert _lines_by_label(lr_ax)["resnet20"][1] == pytest.approx([r["lr"] for r in hists["resnet20"]])
     # one colour per model, the same for train and test
     lines = _lines_by_label(loss_ax)
