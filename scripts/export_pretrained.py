@@ -19,6 +19,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -36,19 +37,97 @@ SET_DESCRIPTIONS = {
     "lossless-test-subset": "the first {n} images of the official CIFAR-10 test set with their exact pixels: a "
                             "sample of the official test set, not the whole of it",
     "jpeg-test": "all {n} CIFAR-10 test images as a JPEG copy (quality 75, 4:2:0 chroma): about 5.8 grey levels from "
-                 "the official pixels, so accuracies differ slightly from the official test set",
+                 "the official pixels, so accuracies differ from the official test set",
+    "jpeg-test-subset": "the JPEG copies (quality 75, 4:2:0) of the same {n} images as lossless-test-subset: the "
+                        "same images, compressed",
 }
 PROBE_IMAGES = 1000
 
 
+def same_images_as_jpeg(subset: Path, jpeg_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The JPEG copy of every image of the lossless subset (``subset/<class>/NNNN.png`` <->
+    ``jpeg_root/test/<class>/NNNN.jpg``: both name an image by its index among its class in official order)."""
+    from PIL import Image
+
+    images, labels = [], []
+    for label, cls in enumerate(CIFAR10_CLASSES):
+        for png in sorted((subset / cls).glob("*.png")):
+            with Image.open(jpeg_root / "test" / cls / f"{png.stem}.jpg") as im:
+                images.append(torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+            labels.append(label)
+    return torch.stack(images), torch.tensor(labels)
+
+
+def measure(model: torch.nn.Module, sets: dict[str, tuple[torch.Tensor, torch.Tensor]], name: str) -> dict:
+    """Float32 accuracy (and flip TTA) of ``model`` on every set, each with its size, 95% interval and per-class
+    accuracy; for the JPEG copies of the lossless subset also the paired JPEG-minus-lossless difference."""
+    evaluations = {}
+    for set_name, (images, labels) in sets.items():
+        plain, tta = evaluate(model, images, labels), evaluate(model, images, labels, flip_tta=True)
+        evaluations[set_name] = {
+            "description": SET_DESCRIPTIONS.get(set_name, "").format(n=f"{len(labels):,}"),
+            "images": plain.images, "accuracy": plain.accuracy, "ci95": list(plain.interval),
+            "flip_tta_accuracy": tta.accuracy, "flip_tta_ci95": list(tta.interval), "loss": plain.loss,
+            "per_class_accuracy": dict(zip(CIFAR10_CLASSES, plain.per_class_accuracy.tolist())),
+        }
+        print(f"{name} on {set_name} ({plain.images} images): {plain.accuracy:.4f} "
+              f"[{plain.interval[0]:.4f}, {plain.interval[1]:.4f}], flip TTA {tta.accuracy:.4f}")
+
+    if "jpeg-test-subset" in sets:
+        from seresnet.evaluate import paired_difference
+
+        right = {k: evaluate(model, *sets[k]).predictions == sets[k][1]
+                 for k in ("lossless-test-subset", "jpeg-test-subset")}
+        diff, interval = paired_difference(right["jpeg-test-subset"], right["lossless-test-subset"])
+        evaluations["jpeg-test-subset"]["minus_lossless"] = {"difference": diff, "ci95": list(interval)}
+        print(f"JPEG minus lossless on the same images: {diff:+.4f} [{interval[0]:+.4f}, {interval[1]:+.4f}]")
+    return evaluations
+
+
+def test_sets(test_data: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    paths = parse_test_data(test_data)
+    sets = {set_name: load_eval_set(path) for set_name, path in paths.items()}
+    if {"lossless-test-subset", "jpeg-test"} <= set(paths):
+        # The JPEG copies of exactly the lossless subset's images: the same 1,017 images in both forms, so the
+        # difference between the two sets is the JPEG compression alone (a paired comparison).
+        sets["jpeg-test-subset"] = same_images_as_jpeg(Path(paths["lossless-test-subset"]), Path(paths["jpeg-test"]))
+    return sets
+
+
+def reevaluate(name: str, test_data: list[str]) -> None:
+    """Measure a shipped checkpoint again on the given test sets and rewrite the evaluations of its metadata (and
+    any folder of this machine in its recipe); the weights stay as they are."""
+    from seresnet.pretrained import load_pretrained, pretrained_metadata
+    from seresnet.train import describe_path
+
+    meta = pretrained_metadata(name)
+    model = load_pretrained(name)  # checks the weights' SHA-256
+    meta["evaluations"] = measure(model, test_sets(test_data), name)
+    for key in ("test_accuracy", "test_loss", "test_accuracy_flip_tta", "per_class_accuracy", "evaluated_on"):
+        meta.pop(key, None)  # superseded by the named evaluations
+    meta["command"] = meta.get("command", "").replace(f"--out {meta['recipe'].get('out')}", "--out <run folder>")
+    meta["recipe"]["data"] = describe_path(meta["recipe"].get("data"))
+    meta["recipe"]["out"] = None
+    meta["reevaluated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(PRETRAINED_DIR / f"{name}.json", meta)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", type=Path, help="run directory with checkpoint.pt")
+    p.add_argument("run", type=Path, nargs="?", help="run directory with checkpoint.pt")
     p.add_argument("--name", required=True, help="name to ship it under, e.g. se_resnet20")
-    p.add_argument("--data", required=True, help="data root of the training images (for the validation split)")
+    p.add_argument("--data", default=None, help="data root of the training images (for the validation split)")
     p.add_argument("--test-data", action="append", default=[], metavar="NAME=PATH", help="a test set (repeatable)")
+    p.add_argument("--reevaluate", action="store_true",
+                   help="no run: measure the shipped checkpoint NAME again on the test sets, weights unchanged")
+    p.add_argument("--out-dir", type=Path, default=PRETRAINED_DIR, help="where to write (default: the package)")
     p.add_argument("--note", default="", help="free text added to the metadata")
     args = p.parse_args()
+    if args.reevaluate:
+        reevaluate(args.name, args.test_data)
+        return
+    if args.run is None or args.data is None:
+        p.error("exporting a run needs RUN and --data")
 
     ckpt = load_checkpoint(args.run / "checkpoint.pt")
     run_meta = json.loads((args.run / "metadata.json").read_text())  # written by the run when it finished
@@ -65,27 +144,16 @@ def main() -> None:
         _, val_idx = stratified_split(y_train, recipe["val_split"])
         sets["val"] = (x_train[val_idx], y_train[val_idx])
         probe = stratified_split(sets["val"][1], PROBE_IMAGES)[1]
-    for set_name, path in parse_test_data(args.test_data).items():
-        sets[set_name] = load_eval_set(path)
+    sets.update(test_sets(args.test_data))
 
-    evaluations = {}
-    for set_name, (images, labels) in sets.items():
-        plain, tta = evaluate(model, images, labels), evaluate(model, images, labels, flip_tta=True)
-        evaluations[set_name] = {
-            "description": SET_DESCRIPTIONS.get(set_name, "").format(n=f"{len(labels):,}"),
-            "images": plain.images, "accuracy": plain.accuracy, "ci95": list(plain.interval),
-            "flip_tta_accuracy": tta.accuracy, "flip_tta_ci95": list(tta.interval), "loss": plain.loss,
-            "per_class_accuracy": dict(zip(CIFAR10_CLASSES, plain.per_class_accuracy.tolist())),
-        }
-        print(f"{args.name} on {set_name} ({plain.images} images): {plain.accuracy:.4f} "
-              f"[{plain.interval[0]:.4f}, {plain.interval[1]:.4f}], flip TTA {tta.accuracy:.4f}")
-
+    evaluations = measure(model, sets, args.name)
     history = ckpt["history"]
     key = "val_acc" if recipe["val_split"] else "test_acc"
     first_90 = next((r for r in history if r.get(key, 0) >= 0.90), None)  # bf16 end-of-epoch evaluation
     flags = " --compile" if recipe.get("compile") else ""
     flags += f" --val-split {recipe['val_split']}" if recipe["val_split"] else ""
-    out = PRETRAINED_DIR / f"{args.name}.safetensors"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"{args.name}.safetensors"
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(out, lambda path: save_file(weights, str(path)))
     meta = {
@@ -113,7 +181,7 @@ def main() -> None:
         gates = record_gate_history(SEResNet(config), epoch_weights(args.run), x_val[probe], y_val[probe],
                                     probe=f"{PROBE_IMAGES} validation images, 100 per class, fixed "
                                           f"(stratified_split of the {recipe['val_split']}-image validation split)")
-        gates_path = PRETRAINED_DIR / f"{args.name}.gates.safetensors"
+        gates_path = args.out_dir / f"{args.name}.gates.safetensors"
         atomic_write_bytes(gates_path, gates.save)
         meta["gate_history"] = {"file": gates_path.name, "sha256": sha256_file(gates_path), "probe": gates.probe}
     atomic_write_json(out.with_suffix(".json"), meta)
