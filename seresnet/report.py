@@ -205,8 +205,8 @@ def plot_history(
     histories: Mapping[str, History], fig: Figure | None = None, epochs: int | None = None, show_lr: bool = False,
     title: str | None = None,
 ) -> Figure:
-    """Loss and accuracy per epoch of several runs: train dashed, validation solid, test dash-dotted, one colour per
-    model.
+    """Loss and accuracy per epoch of several runs: train dashed, held-out images (validation or test) solid, one
+    colour per model.
 
     Args:
         histories: model name -> list of per-epoch records with ``epoch`` and any of ``train_loss``, ``val_loss``,
@@ -233,7 +233,7 @@ def plot_history(
     panels = [("loss", "cross-entropy loss"), ("acc", "accuracy")]
     for ax, (metric, ylabel) in zip(axes, panels):
         for name, hist in histories.items():
-            for split, style in (("train", "--"), ("val", "-"), ("test", "-.")):
+            for split, style in (("train", "--"), ("val", "-"), ("test", "-")):  # a run has val or test
                 key = f"{split}_{metric}"
                 pts = [(r["epoch"], r[key]) for r in hist if r.get(key) is not None]
                 if pts:
