@@ -470,14 +470,19 @@ class SteeringExplorer(Explorer):
             self._busy = False
         self.redraw()
 
-    def rank_channels(self, block: str, factor: float = 0.0, mode: str = "scale") -> list[tuple[int, int]]:
+    def rank_channels(self, block: str, factor: float = 0.0, mode: str = "scale",
+                      channels: Sequence[int] | None = None) -> list[tuple[int, int]]:
         """(channel, number of images whose prediction changes) for the edit ``factor`` / ``mode`` of every channel
-        of ``block``, most changes first: a way to find an edit worth looking at. One sweep per channel, each from
-        the block's residual unit on."""
+        of ``block`` (or of ``channels``), most changes first: a way to find an edit worth looking at. One sweep per
+        channel, each from the block's residual unit on."""
         if block not in self.blocks:
             raise ValueError(f"unknown block {block!r}; blocks: {', '.join(self.blocks)}")
+        width = self.blocks[block].channels
+        candidates = range(width) if channels is None else [int(c) for c in channels]
+        if any(not 0 <= c < width for c in candidates):
+            raise ValueError(f"{block} has channels 0..{width - 1}, got {list(candidates)}")
         counts = []
-        for c in range(self.blocks[block].channels):
+        for c in candidates:
             probs, _ = self._steered((block, c, round(float(factor), 6), mode))
             counts.append((c, int((probs.argmax(1) != self.original_predictions).sum())))
         return sorted(counts, key=lambda t: (-t[1], t[0]))
