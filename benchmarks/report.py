@@ -567,9 +567,11 @@ def render(data: dict, plot_rel: str) -> str:
 
 
 def time_to_accuracy() -> list[str]:
-    """The section on the shipped checkpoints' training runs, read from their metadata (``seresnet/pretrained``)."""
-    metas = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "seresnet" / "pretrained").glob("*.json"))}
-    metas = {k: m for k, m in metas.items() if "evaluations" in m}
+    """The section on the lossless training runs, read from the metadata they wrote
+    (``notebooks/results/lossless_e30/*.json``)."""
+    folder = ROOT / "notebooks" / "results" / "lossless_e30"
+    metas = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    metas = {k: m for k, m in metas.items() if "val" in m.get("evaluations", {})}
     if not metas:
         return []
     rows = []
@@ -583,15 +585,17 @@ def time_to_accuracy() -> list[str]:
                      *[f"{ev[k]['accuracy']:.2%} [{ev[k]['ci95'][0]:.1%}, {ev[k]['ci95'][1]:.1%}]" if k in ev else "-"
                        for k in ("val", "lossless-test-subset", "jpeg-test")]])
     first = next(iter(metas.values()))
-    return ["## Time to accuracy: the shipped training runs", "",
-            "Read from the metadata of the shipped checkpoints (`seresnet/pretrained/*.json`), which the training "
-            "runs wrote. Minutes to 90% are the wall time from the start of training (compilation included) to the "
-            "end of the first epoch whose validation accuracy (bfloat16, 5,000 held-out lossless training images) "
-            "reached 90%. Accuracies: float32, measured after training, with 95% Wilson intervals.", "",
+    return ["## Time to accuracy: the lossless training runs", "",
+            "Read from the metadata of the 30-epoch runs on lossless CIFAR-10 (`notebooks/results/lossless_e30/`), "
+            "which `python -m seresnet.train` and `scripts/export_pretrained.py` wrote. Minutes to 90% are the wall "
+            "time from the start of training (compilation included) to the end of the first epoch whose validation "
+            "accuracy (bfloat16, 5,000 held-out lossless training images) reached 90%. Accuracies: float32, measured "
+            "after training, with 95% Wilson intervals.", "",
             f"- Machine: {first['machine']}.",
             "- The two runs trained at the same time, one thread each, on the 2-core machine while other work (tests, "
             "notebooks) ran beside them: the minutes are those of a shared machine, not of one run owning both "
-            "cores; images/s is the median over epochs.", "",
+            "cores; images/s is the median over epochs. The load changed while they ran, so their images/s do not "
+            "compare the two networks (the compile section above does).", "",
             table(["model", "epochs", "minutes", "images/s", "minutes to 90% (val)", "val (5,000)",
                    "lossless test subset (1,017)", "JPEG test (10,000)"], rows), ""]
 
