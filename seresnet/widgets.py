@@ -300,6 +300,7 @@ class SteeringExplorer(Explorer):
     """See :func:`steering_explorer`."""
 
     MAX_RUNS_CACHED = 64
+    NO_JUMP = -1  # the "go to" list's title entry (a value, so that the list shows its title when nothing is chosen)
     MAX_BLOCKS_CACHED = 2  # U of one block for N images is N * C * H * W floats (13 MB for 200 CIFAR images)
 
     def __init__(self, model: nn.Module, images: Any, labels: Any, class_names: Sequence[str],
@@ -307,8 +308,9 @@ class SteeringExplorer(Explorer):
                  block: str | None = None, factor: float = 0.0, image_ids: Sequence[int] | None = None) -> None:
         images, labels = _check_images(images, labels)
         ids = list(range(len(images))) if image_ids is None else [int(i) for i in image_ids]
-        if len(ids) != len(images) or len(set(ids)) != len(ids):
-            raise ValueError(f"image_ids must give {len(images)} distinct numbers, one per image, got {len(ids)}")
+        if len(ids) != len(images) or len(set(ids)) != len(ids) or min(ids) < 0:
+            raise ValueError(f"image_ids must give {len(images)} distinct numbers >= 0, one per image, got "
+                             f"{len(ids)}")
         self.image_ids, self._position = ids, {j: k for k, j in enumerate(ids)}
         self.model = model
         self.images, self.labels = images, labels
@@ -339,7 +341,7 @@ class SteeringExplorer(Explorer):
                                           tooltips=["s_c <- factor * s_c", "s_c <- factor"]),
             # the images' own numbers (e.g. their index in the whole sample), so text and widget agree
             "image": widgets.SelectionSlider(options=ids, value=ids[0], description="image"),
-            "jump": widgets.Dropdown(options=[("changed images ...", None)], value=None,
+            "jump": widgets.Dropdown(options=[("changed images ...", self.NO_JUMP)], value=self.NO_JUMP,
                                      description="go to", layout=widgets.Layout(width="28em")),
         }
         for name, w in controls.items():
@@ -370,7 +372,7 @@ class SteeringExplorer(Explorer):
         self.redraw()
 
     def _on_jump(self, change: dict[str, Any]) -> None:
-        if change["new"] is not None and not self._busy:
+        if change["new"] != self.NO_JUMP and not self._busy:
             self.controls["image"].value = change["new"]  # redraws, which resets the jump list
 
     # --- cached model sweeps ---
@@ -578,9 +580,9 @@ class SteeringExplorer(Explorer):
         jump = self.controls["jump"]
         self._busy = True
         try:
-            jump.options = [(f"{len(changed)} changed images ..." if options else "no image changes", None),
-                            *options]
-            jump.value = None
+            jump.options = [(f"{len(changed)} changed images ..." if options else "no image changes",
+                             self.NO_JUMP), *options]
+            jump.value = self.NO_JUMP
         finally:
             self._busy = False
 

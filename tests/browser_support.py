@@ -197,7 +197,8 @@ class JupyterLab:
     def kernel_widget_state(self, notebook: str, timeout: float = 60.0) -> dict[str, list]:
         """Ask the notebook's kernel (side channel, not the browser) what its widgets hold right now.
 
-        Returns {"controls": [[kind, description, value]], "texts": [str]}: kind "slider" (value float) or
+        Returns {"controls": [[kind, description, value]], "texts": [str]}: kind "slider" (value float; for a
+        selection slider the selected label, as a float where it is a number) or
         "dropdown" (value = the selected option's label); texts = HTML / Label widget values with tags removed.
         This is the oracle for "the page shows what the kernel computed".
         """
@@ -274,6 +275,11 @@ def __e2e_probe():
     for w in list(_instances.values()):
         if isinstance(w, (W.IntSlider, W.FloatSlider)):
             controls.append(["slider", w.description, float(w.value)])
+        elif isinstance(w, W.SelectionSlider):  # its readout is the option's label (here image numbers)
+            try:
+                controls.append(["slider", w.description, float(w.label)])
+            except (TypeError, ValueError):
+                controls.append(["slider", w.description, w.label])
         elif isinstance(w, W.Dropdown):
             controls.append(["dropdown", w.description, w.label])
         elif isinstance(w, (W.HTML, W.Label)) and not isinstance(w, W.HTMLMath):

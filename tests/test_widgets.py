@@ -279,7 +279,8 @@ def test_steering_explorer_numbers_outcomes_accuracy_and_jump(setup):
     w.controls["jump"].value = target
     assert w.controls["image"].value == target and w.state["image_id"] == target
     assert w.state["index"] == ids.index(target) and f"#{target}" in w.figure.axes[0].get_title()
-    assert w.controls["jump"].value is None  # the list is ready for the next jump
+    assert w.controls["jump"].value == w.NO_JUMP  # the list shows its title again, ready for the next jump
+    assert w.controls["jump"].label.endswith("changed images ...")
     with pytest.raises(ValueError, match="distinct numbers"):
         steering_explorer(model, images, labels, NAMES, image_ids=[0] * len(images))
 
