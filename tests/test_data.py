@@ -208,3 +208,26 @@ def test_stratified_validation_split() -> None:
         data.stratified_split(labels, 500)
     with pytest.raises(ValueError, match="positive number of images"):
         data.stratified_split(labels, 0)
+
+
+def test_random_jpeg_reencodes_the_chosen_share_deterministically() -> None:
+    import io
+
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=g)
+    out = data.random_jpeg(images, torch.Generator().manual_seed(1), p=0.5, quality=(60, 60))
+    changed = [i for i in range(40) if not torch.equal(out[i], images[i])]
+    assert 8 <= len(changed) <= 32  # about half
+    i = changed[0]
+    buf = io.BytesIO()
+    Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=60)
+    with Image.open(buf) as im:
+        expected = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(out[i], expected)  # exactly a JPEG round trip at the drawn quality
+    again = data.random_jpeg(images, torch.Generator().manual_seed(1), p=0.5, quality=(60, 60))
+    assert torch.equal(again, out)  # same generator, same images: resumable runs stay bit-identical
+    assert torch.equal(data.random_jpeg(images, g, p=0.0), images)
+    with pytest.raises(ValueError, match="quality"):
+        data.random_jpeg(images, g, quality=(90, 40))

@@ -104,6 +104,7 @@ def test_stale_temporary_files_of_a_killed_run_are_removed(tiny_folder: Path, tm
     (["--threads", "-1"], "threads must be None or a positive integer"),
     (["--set", "num_classes=5"], "labels go up to 9 but the model has num_classes=5"),
     (["--val-split", "-2"], "val_split must be a number of images >= 0"),
+    (["--jpeg-p", "2"], "jpeg_p must be a probability in [0, 1]"),
 ])
 def test_settings_that_would_fail_later_are_refused_before_training(
     tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str,
