@@ -558,7 +558,7 @@ def se_knockout_table(
                 right[0, lo:hi] = (model.forward_head(h).argmax(1) == y).cpu()
                 for j, ((kind, _, blocks), start) in enumerate(zip(jobs, starts), start=1):
                     if kind == "class_mean":  # every image its own class's mean, in one pass
-                        edit = {b: _RowReplace(stats.mean[b][y.cpu()]) for b in blocks}
+                        edit = {b: hooks.ReplaceRows(stats.mean[b][y.cpu()]) for b in blocks}
                     else:
                         edit = _edits_for(kind, blocks, stats)
                     with hooks.steer(model, edit):
@@ -573,22 +573,6 @@ def se_knockout_table(
         records.append(dict(edit=kind, scope=label, blocks=blocks, accuracy=a, delta=a - acc[0],
                             delta_ci95=interval, changed=int((right[j] != right[0]).sum())))
     return records
-
-
-class _RowReplace(hooks.Edit):
-    """Set the excitation of image i of the batch to row i of ``rows`` (B, C) (per-image class means)."""
-
-    def __init__(self, rows: torch.Tensor) -> None:
-        self.rows = rows
-
-    def validate(self, block: str, num_channels: int) -> None:
-        if self.rows.ndim != 2 or self.rows.shape[1] != num_channels:
-            raise ValueError(f"{block} has {num_channels} channels; got rows of shape {tuple(self.rows.shape)}")
-
-    def apply(self, s: torch.Tensor) -> torch.Tensor:
-        if s.shape != self.rows.shape:
-            raise ValueError(f"expected a batch of shape {tuple(self.rows.shape)}, got {tuple(s.shape)}")
-        return self.rows.to(device=s.device, dtype=s.dtype)
 
 
 def _stage_index(model: nn.Module) -> dict[str, int] | None:

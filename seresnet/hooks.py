@@ -50,6 +50,7 @@ __all__ = [
     "ExcitationStats",
     "Off",
     "Replace",
+    "ReplaceRows",
     "SECapture",
     "Scale",
     "SteerHandle",
@@ -432,6 +433,30 @@ class Replace(Edit):
 
     def apply(self, s: torch.Tensor) -> torch.Tensor:
         return self.vector.to(device=s.device, dtype=s.dtype).expand(s.shape).contiguous()
+
+
+class ReplaceRows(Edit):
+    """Set ``s`` of image i of the batch to row i of ``rows`` (B, C): per-image excitations, such as those of other
+    images (excitation patching) or each image's class mean. The batch must have exactly B images."""
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        if not isinstance(rows, torch.Tensor) or rows.ndim != 2 or not rows.dtype.is_floating_point:
+            raise TypeError(f"ReplaceRows needs a float tensor of shape (B, C), got "
+                            f"{getattr(rows, 'dtype', type(rows).__name__)} {tuple(getattr(rows, 'shape', ()))}")
+        if not torch.isfinite(rows).all() or rows.abs().max() > MAX_EDIT_MAGNITUDE:
+            raise ValueError(f"ReplaceRows needs finite values with |x| <= {MAX_EDIT_MAGNITUDE:g}")
+        self.rows = rows.detach()
+
+    def validate(self, block: str, num_channels: int) -> None:
+        if self.rows.shape[1] != num_channels:
+            raise ValueError(f"ReplaceRows: rows have {self.rows.shape[1]} columns but {block} has {num_channels} "
+                             f"channels")
+
+    def apply(self, s: torch.Tensor) -> torch.Tensor:
+        if s.shape != self.rows.shape:
+            raise ValueError(f"ReplaceRows holds rows for a batch of shape {tuple(self.rows.shape)}, got a batch "
+                             f"of shape {tuple(s.shape)}")
+        return self.rows.to(device=s.device, dtype=s.dtype)
 
 
 @dataclass(frozen=True)

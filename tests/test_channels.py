@@ -1,0 +1,146 @@
+"""seresnet.channels against direct computation: top-k vs a full sort, gradient x excitation vs autograd on a manual
+graph, patching with an image's own excitations changes nothing, Grad-CAM vs a manual implementation, load_image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seresnet import channels, create_model, hooks
+from seresnet.data import normalize
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = create_model("se_resnet20").eval()
+    with torch.no_grad():
+        for m in model.modules():  # non-trivial BN statistics, so that excitations differ between images
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(10).repeat(3)
+    return model, images, labels
+
+
+def test_channel_examples_equal_a_full_sort(setup) -> None:
+    model, images, _ = setup
+    ex = channels.channel_examples(model, images, ["SE_3_2", "SE_4_1"], k=5, batch_size=7)  # several batches
+    with torch.no_grad(), hooks.capture(model, ["SE_3_2", "SE_4_1"]) as cap:
+        model(normalize(images))
+    for b in ("SE_3_2", "SE_4_1"):
+        s, z = cap.excitation[b].T, cap.squeeze[b].T  # (C, N)
+        torch.testing.assert_close(ex[b].top_s_values, s.sort(1, descending=True).values[:, :5])
+        torch.testing.assert_close(ex[b].bottom_s_values, s.sort(1).values[:, :5])
+        torch.testing.assert_close(ex[b].top_z_values, z.sort(1, descending=True).values[:, :5])
+        # the indices point at those values (other batch sizes may round the last bits differently)
+        torch.testing.assert_close(s.gather(1, ex[b].top_s), ex[b].top_s_values)
+    with pytest.raises(ValueError, match="uint8"):
+        channels.channel_examples(model, images.float())
+
+
+def test_gradient_times_excitation_equals_autograd_on_a_manual_graph(setup) -> None:
+    model, images, labels = setup
+    block = "SE_4_2"
+    attribution = channels.gate_attribution(model, images, labels, block, batch_size=8)
+    # manual graph: run up to the block, take s as a leaf, finish the forward pass by hand
+    se = model.se_blocks()[block]
+    unit = model.layer3[1]
+    with torch.no_grad(), hooks.capture(model, block, features=True) as cap:
+        model(normalize(images))
+    s = cap.excitation[block].clone().requires_grad_(True)
+    u = cap.inputs[block]
+    with torch.no_grad():
+        h = model.stem(normalize(images))
+        h = model.layer1(h)
+        h = model.layer2(h)
+        h_in = model.layer3[0](h)
+    out = F.relu(u * s[:, :, None, None] + h_in)  # unit output: scaled branch + identity, then ReLU
+    out = model.layer3[2](out)
+    logits = model.forward_head(out)
+    logits.gather(1, labels[:, None]).sum().backward()
+    per_image = (s.grad * s).detach().double()
+    expected = torch.stack([per_image[labels == k].mean(0) for k in range(10)])
+    torch.testing.assert_close(attribution, expected, rtol=1e-4, atol=1e-6)
+    assert se.channels == attribution.shape[1] and unit.se is se
+
+
+def test_exact_edit_agrees_with_the_linear_estimate_for_a_small_edit(setup) -> None:
+    model, images, labels = setup
+    block, c = "SE_4_3", 3
+    with torch.no_grad(), hooks.capture(model, block) as cap:
+        model(normalize(images))
+    s_c = cap.excitation[block][:, c]
+    eps = 1e-3
+    effect = channels.gate_edit_effect(model, images, labels, block, c, value=float(s_c.mean()) + eps)
+    assert effect["logit_change"].shape == (10,) and 0 <= effect["accuracy_after"] <= 1
+    mean_effect = channels.gate_edit_effect(model, images, labels, block, c, value="mean")
+    assert mean_effect["value"] == pytest.approx(float(s_c.double().mean()))
+    unchanged = channels.gate_edit_effect(model, images[:1], labels[:1], block, c, value=float(s_c[0]))
+    assert abs(float(unchanged["logit_change"][labels[0]])) < 1e-5  # setting s_c to its own value changes nothing
+
+
+def test_patching_with_own_excitations_changes_nothing_bit_exactly(setup) -> None:
+    model, images, _ = setup
+    with torch.no_grad(), hooks.capture(model) as cap:
+        logits = model(normalize(images))
+    own = {b: cap.excitation[b] for b in ("SE_3_1", "SE_4_2")}
+    assert torch.equal(channels.patch_excitations(model, images, own, batch_size=30), logits)
+    swapped = {b: v.flip(0) for b, v in own.items()}  # image i gets image N-1-i's excitations
+    assert not torch.equal(channels.patch_excitations(model, images, swapped, batch_size=30), logits)
+    with pytest.raises(ValueError, match="one row per image"):
+        channels.patch_excitations(model, images, {"SE_3_1": own["SE_3_1"][:3]})
+
+
+@pytest.mark.parametrize("after", [True, False])
+def test_grad_cam_matches_a_manual_implementation(setup, after: bool) -> None:
+    model, images, labels = setup
+    block = "SE_3_3"
+    cam = channels.grad_cam(model, images, block, labels, after_scaling=after)
+    se = model.se_blocks()[block]
+    store = {}
+
+    def keep(t):
+        t = t.clone()  # a tensor of its own: the unit adds its identity to the block's output in place
+        t.retain_grad()
+        store["a"] = t
+        return t * 1.0
+
+    handle = (se.register_forward_hook(lambda m, a, o: keep(o)) if after else
+              se.register_forward_pre_hook(lambda m, a: (keep(a[0].detach().requires_grad_()),)))
+    try:
+        logits = model(normalize(images))
+        logits.gather(1, labels[:, None]).sum().backward()
+    finally:
+        handle.remove()
+    a = store["a"]
+    expected = torch.relu((a.grad.mean((2, 3), keepdim=True) * a).sum(1)).detach()
+    assert cam.shape == (30, 8 if block.startswith("SE_4") else 16, 8 if block.startswith("SE_4") else 16)
+    torch.testing.assert_close(cam, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_load_image_any_photo(tmp_path: Path) -> None:
+    from PIL import Image
+
+    wide = np.zeros((60, 100, 3), dtype=np.uint8)
+    wide[:, 20:80] = 200  # the centre square of a wide image is the bright part
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    img = channels.load_image(tmp_path / "wide.png")
+    assert img.shape == (3, 32, 32) and img.dtype == torch.uint8 and img.float().mean() > 150
+    assert torch.equal(channels.load_image(wide), img)
+    assert torch.equal(channels.load_image(torch.from_numpy(wide).permute(2, 0, 1)), img)
+    with pytest.raises(FileNotFoundError, match="no image at"):
+        channels.load_image(tmp_path / "missing.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="cannot read"):
+        channels.load_image(tmp_path / "notes.txt")
+    with pytest.raises(TypeError, match="uint8"):
+        channels.load_image(wide.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match="RGB array"):
+        channels.load_image(np.zeros((32, 32), dtype=np.uint8))
