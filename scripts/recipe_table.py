@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     rows = []
     for item in args.runs:
-        name, _, folder = item.partition("=")
+        name, _, folder = item.rpartition("=")  # names may hold "=", folders rarely do
         meta = json.loads((Path(folder) / "metadata.json").read_text())
         recipe = meta["recipe"]
         n_val = recipe["val_split"]
