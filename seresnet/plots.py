@@ -25,7 +25,10 @@ from matplotlib.figure import Figure
 from .hooks import ExcitationStats
 
 __all__ = [
+    "plot_attribution_check",
     "plot_block_trend",
+    "plot_channel_examples",
+    "plot_channel_on_image",
     "plot_class_channel_heatmap",
     "plot_class_probabilities",
     "plot_excitation_profiles",
@@ -429,4 +432,76 @@ def plot_gate_history(history: Any, epoch: int | None = None, block: str | None 
         ax.set_xlabel("epoch")
         ax.set_title(title)
         fig.colorbar(im, ax=ax, shrink=0.85)
+    return fig
+
+
+def plot_channel_examples(images: torch.Tensor, examples: Any, channel: int, k: int = 8,
+                          class_names: Sequence[str] | None = None, labels: torch.Tensor | None = None,
+                          fig: Figure | None = None) -> Figure:
+    """The ``k`` images that excite one channel most (top row) and least (bottom row), with their excitation
+    ``s_c`` (``examples``: a ``seresnet.channels.ChannelExamples`` computed on ``images``)."""
+    rows = (("highest", examples.top_s[channel][:k], examples.top_s_values[channel][:k]),
+            ("lowest", examples.bottom_s[channel][:k], examples.bottom_s_values[channel][:k]))
+    k = min(k, len(rows[0][1]))
+    fig = _fresh_figure(fig, (1.3 * k, 3.3))
+    axes = fig.subplots(2, k, squeeze=False)
+    for r, (what, idx, vals) in enumerate(rows):
+        for j in range(k):
+            ax = axes[r, j]
+            i = int(idx[j])
+            ax.imshow(images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
+            name = f"\n{class_names[int(labels[i])]}" if class_names is not None and labels is not None else ""
+            ax.set_title(f"s={float(vals[j]):.2f}{name}", fontsize="small")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(f"{what} s", fontsize="small")
+    fig.suptitle(f"{examples.block} channel {channel}: the images with the highest and lowest excitation")
+    return fig
+
+
+def plot_channel_on_image(image: torch.Tensor, before: torch.Tensor, after: torch.Tensor, s: float | None = None,
+                          title: str | None = None, fig: Figure | None = None,
+                          panel_titles: tuple[str, str] | None = None) -> Figure:
+    """One channel's feature map over the image it came from: before the SE scaling (``u_c``) and after
+    (``s_c u_c``), upsampled to the image size, on one colour scale, so that the scaling shows as fading. Any
+    pair of maps of one block (e.g. Grad-CAM before and after the scaling) can be drawn with ``panel_titles``."""
+    img = image.permute(1, 2, 0).numpy()
+    size = image.shape[-1]
+    up = torch.nn.functional.interpolate(torch.stack([before, after])[:, None].float(), size=(size, size),
+                                         mode="bilinear", align_corners=False)[:, 0].numpy()
+    lim = float(np.abs(up).max()) or 1.0
+    fig = _fresh_figure(fig, (8.4, 3.0))
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(img, interpolation="nearest")
+    axes[0].set_title("image")
+    titles = panel_titles or ("before: u_c", "after: s_c u_c" + (f" (s_c = {s:.2f})" if s is not None else ""))
+    for ax, m, what in ((axes[1], up[0], titles[0]), (axes[2], up[1], titles[1])):
+        ax.imshow(img, interpolation="nearest")
+        im = ax.imshow(m, cmap="RdBu_r", alpha=0.6, vmin=-lim, vmax=lim)
+        ax.set_title(what)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[1:], shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_attribution_check(estimate: Any, exact: Any, class_names: Sequence[str] | None = None,
+                           title: str | None = None, ax: Axes | None = None) -> Figure:
+    """Per class: the linear estimate of a gate edit's effect on the true class's logit (gradient x change) next
+    to the exact effect measured by making the edit."""
+    est, ex = _np(estimate, "estimate"), _np(exact, "exact")
+    names = _names(class_names, len(est))
+    fig, ax = _ax_or_new(ax, (8.0, 3.2))
+    x = np.arange(len(est))
+    ax.bar(x - 0.2, est, width=0.4, label="gradient estimate", color="#7da7d9")
+    ax.bar(x + 0.2, ex, width=0.4, label="exact edit", color="#f4a259")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("change of the true class's logit")
+    ax.set_title(title or "Gate edit: linear estimate vs exact effect, mean per class")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small")
     return fig

@@ -144,3 +144,24 @@ def test_load_image_any_photo(tmp_path: Path) -> None:
         channels.load_image(wide.astype(np.float32) / 255)
     with pytest.raises(ValueError, match="RGB array"):
         channels.load_image(np.zeros((32, 32), dtype=np.uint8))
+
+
+def test_channel_plots_draw_the_given_data(setup) -> None:
+    from seresnet import plots
+
+    model, images, labels = setup
+    ex = channels.channel_examples(model, images, ["SE_4_2"], k=4)["SE_4_2"]
+    fig = plots.plot_channel_examples(images, ex, 5, k=4, class_names=[str(i) for i in range(10)], labels=labels)
+    top_axes = fig.axes[:4]
+    for ax, i in zip(top_axes, ex.top_s[5].tolist()):
+        np.testing.assert_array_equal(ax.get_images()[0].get_array(), images[i].permute(1, 2, 0).numpy())
+        assert ax.get_title().startswith(f"s={float(ex.top_s_values[5][top_axes.index(ax)]):.2f}")
+    est, exact = torch.randn(10), torch.randn(10)
+    bars = plots.plot_attribution_check(est, exact).axes[0].containers
+    np.testing.assert_allclose([b.get_height() for b in bars[0]], est.numpy(), rtol=1e-6)
+    np.testing.assert_allclose([b.get_height() for b in bars[1]], exact.numpy(), rtol=1e-6)
+    u = torch.randn(8, 8)
+    fig = plots.plot_channel_on_image(images[0], u, 0.5 * u, 0.5)
+    before, after = (ax.get_images()[1].get_array() for ax in fig.axes[1:3])
+    np.testing.assert_allclose(np.asarray(after), 0.5 * np.asarray(before), rtol=1e-5, atol=1e-6)
+    assert "s_c = 0.50" in fig.axes[2].get_title()
