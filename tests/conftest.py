@@ -129,3 +129,13 @@ def assert_float64_close(actual: torch.Tensor, expected: torch.Tensor, layers: i
     scale = float(expected.abs().max())
     bound = 4 * layers * terms * FLOAT64_EPS * scale
     torch.testing.assert_close(actual, expected, rtol=0, atol=bound)
+
+
+def load_script(name: str):
+    """A script of ``scripts/`` (not a package) imported as a module, for tests of its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -133,7 +133,7 @@ def _tie_tolerance(logits: torch.Tensor, layers: int = 20, fan_in: int = 576) ->
 
 def _evaluation_sets(cifar_root: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The sets named in the shipped metadata that exist on this machine."""
-    import importlib.util
+    from conftest import load_script
 
     from seresnet.data import load_eval_set, stratified_split
 
@@ -145,10 +145,7 @@ def _evaluation_sets(cifar_root: Path) -> dict[str, tuple[torch.Tensor, torch.Te
     if subset.is_dir():
         sets["lossless-test-subset"] = load_eval_set(subset)
         if (cifar_root / "test").is_dir():
-            spec = importlib.util.spec_from_file_location("export", REPO / "scripts" / "export_pretrained.py")
-            export = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(export)
-            sets["jpeg-test-subset"] = export.same_images_as_jpeg(subset, cifar_root)
+            sets["jpeg-test-subset"] = load_script("export_pretrained").same_images_as_jpeg(subset, cifar_root)
     val_split = pretrained_metadata("se_resnet20")["recipe"].get("val_split")
     if val_split and (shared / "cifar10-lossless" / "cifar-10-batches-py").is_dir():
         x, y = load_cifar10("train", shared / "cifar10-lossless")

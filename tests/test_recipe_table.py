@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-from conftest import write_batches
+from conftest import load_script, write_batches
 from test_train import tiny_cfg
 
 from seresnet.data import load_cifar10, stratified_split
@@ -15,15 +14,10 @@ from seresnet.evaluate import evaluate
 from seresnet.pretrained import load_model
 from seresnet.train import train
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "recipe_table.py"
-
 
 @pytest.fixture(scope="module")
 def table():
-    spec = importlib.util.spec_from_file_location("recipe_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipe_table")
 
 
 def test_table_measures_validation_clean_and_as_jpeg(table, tmp_path: Path) -> None:
