@@ -31,8 +31,8 @@ from . import hooks
 from .data import normalize
 from .se import SEBlock
 
-__all__ = ["ChannelExamples", "channel_examples", "gate_attribution", "gate_edit_effect", "grad_cam", "load_image",
-           "patch_excitations"]
+__all__ = ["ChannelExamples", "channel_examples", "gate_attribution", "gate_attribution_all", "gate_edit_effect",
+           "grad_cam", "load_image", "patch_excitations"]
 
 
 def load_image(source: str | os.PathLike | np.ndarray | torch.Tensor | Any, size: int = 32) -> torch.Tensor:
@@ -152,6 +152,18 @@ class _Leaf(hooks.Edit):
         return leaf
 
 
+class _Keep(hooks.Edit):
+    """Remember the excitation as it is, still in the graph: the gradient with respect to it then includes every
+    path downstream, also through the later blocks' own excitations (a leaf per block would cut those)."""
+
+    def __init__(self) -> None:
+        self.kept: list[torch.Tensor] = []
+
+    def apply(self, s: torch.Tensor) -> torch.Tensor:
+        self.kept.append(s)
+        return s
+
+
 def _check_labelled(images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"expected uint8 images (N, 3, H, W) with N >= 1, got {images.dtype} {tuple(images.shape)}")
@@ -182,6 +194,27 @@ def gate_attribution(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     onehot = nn.functional.one_hot(labels.long(), num_classes).double()
     counts = onehot.sum(0)[:, None]
     return torch.where(counts > 0, onehot.T @ per_image / counts.clamp(min=1), torch.nan)
+
+
+def gate_attribution_all(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int = 10,
+                         batch_size: int = 100) -> dict[str, torch.Tensor]:
+    """``gate_attribution`` for every SE block at once: block -> (K, C), from one forward and one backward pass
+    per batch (every block's excitation is a leaf of the same graph)."""
+    _check_labelled(images, labels, num_classes)
+    names = list(hooks.resolve_blocks(model, None))
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {b: [] for b in names}
+    for start in range(0, images.shape[0], batch_size):
+        y = labels[start:start + batch_size]
+        kept = {b: _Keep() for b in names}
+        with torch.enable_grad(), _module_path(model), hooks.steer(model, kept):
+            logits = model(normalize(images[start:start + batch_size]))
+            grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), [kept[b].kept[0] for b in names])
+        for b, g in zip(names, grads):
+            parts[b].append((g * kept[b].kept[0]).detach().double())
+    onehot = nn.functional.one_hot(labels.long(), num_classes).double()
+    counts = onehot.sum(0)[:, None]
+    return {b: torch.where(counts > 0, onehot.T @ torch.cat(parts[b]) / counts.clamp(min=1), torch.nan) for b in names}
 
 
 @torch.no_grad()

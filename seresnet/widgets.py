@@ -11,6 +11,7 @@ the image slider never reruns the model.
 * :func:`steering_explorer`: scale or set one channel's excitation at one block and see the feature map before and
   after scaling, the class probabilities, and which images change their prediction.
 * :func:`gate_history_explorer`: an epoch slider over the excitations recorded while a model trained.
+* :func:`channel_explorer`: what one channel sees (top images, its map, class means, attribution per class).
 
 Images are given as uint8 (N, 3, H, W) and shown as they are; the model sees ``normalize(images)`` (by default
 ``seresnet.data.normalize``, the CIFAR-10 mean and std).
@@ -34,7 +35,7 @@ from torch import nn
 from .hooks import Constant, ExcitationStats, Replace, Scale, capture, resolve_blocks, steer
 from .plots import ALL_COLOR, plot_class_probabilities
 
-__all__ = ["Explorer", "gate_history_explorer", "recalibration_explorer", "steering_explorer"]
+__all__ = ["Explorer", "channel_explorer", "gate_history_explorer", "recalibration_explorer", "steering_explorer"]
 
 Normalizer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -660,3 +661,122 @@ def gate_history_explorer(history: Any, class_names: Sequence[str], *, dpi: int 
     comes from the recorded ``history`` (``seresnet.pretrained.pretrained_gate_history``): no model runs here.
     """
     return GateHistoryExplorer(history, class_names, dpi=dpi, block=block, classes=classes)
+
+
+# --- what a channel sees ---------------------------------------------------------------------------------------------
+class ChannelExplorer(Explorer):
+    """See :func:`channel_explorer`."""
+
+    def __init__(self, model: nn.Module, images: Any, labels: Any, class_names: Sequence[str], k: int = 8,
+                 dpi: int = 72, block: str | None = None, channel: int = 0, cls: int = 0) -> None:
+        from . import channels
+        from .data import TensorBatches
+        from .hooks import excitation_stats
+
+        images, labels = _check_images(images, labels)
+        names = [str(n) for n in class_names]
+        self.images, self.labels, self.class_names = images, labels, names
+        # Everything the views need, computed once: top images, class means, attribution, each channel's map on its
+        # top image. A change of block, channel or class only redraws.
+        self.examples = channels.channel_examples(model, images, None, k=k)
+        blocks = list(self.examples)
+        self.stats = excitation_stats(model, TensorBatches(images, labels, 250), num_classes=len(names))
+        self.attribution = channels.gate_attribution_all(model, images, labels, num_classes=len(names))
+        self.maps: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.no_grad():
+            for b in blocks:
+                top1 = self.examples[b].top_s[:, 0]
+                uniq = top1.unique()
+                with capture(model, b, features=True) as cap:
+                    model(_default_normalize()(images[uniq]))
+                row = {int(i): r for r, i in enumerate(uniq.tolist())}
+                where = torch.tensor([row[int(i)] for i in top1])
+                chans = torch.arange(len(top1))
+                self.maps[b] = (cap.inputs[b][where, chans], cap.excitation[b][where, chans])
+        self.model_runs = 4
+        block = block or blocks[-2 if len(blocks) > 1 else 0]
+        controls = {
+            "block": widgets.Dropdown(options=blocks, value=block, description="SE block"),
+            "channel": widgets.IntSlider(min=0, max=self.examples[block].top_s.shape[0] - 1, value=channel,
+                                         description="channel", continuous_update=False),
+            "class": widgets.Dropdown(options=[(n, i) for i, n in enumerate(names)], value=cls, description="class"),
+        }
+        for name, w in controls.items():
+            w.add_class(f"seresnet-{name}")
+        self.k = min(k, self.examples[block].top_s.shape[1])
+        fig = Figure(figsize=(13.0, 5.2))
+        grid = fig.add_gridspec(2, self.k, height_ratios=[1.0, 1.6], left=0.04, right=0.99, top=0.84, bottom=0.14,
+                                hspace=0.45)
+        self._strip = [fig.add_subplot(grid[0, j]) for j in range(self.k)]
+        bottom = grid[1, :].subgridspec(1, 3, width_ratios=[1.0, 2.0, 2.0], wspace=0.3)
+        self._ax_map, self._ax_mean, self._ax_attr = (fig.add_subplot(bottom[0, j]) for j in range(3))
+        for ax in (*self._strip, self._ax_map):
+            ax.set_xticks([])
+            ax.set_yticks([])
+        super().__init__(controls, fig, dpi)
+        controls["block"].observe(self._on_block, names="value")
+        for key in ("channel", "class"):
+            controls[key].observe(self._on_change, names="value")
+        self.redraw()
+
+    def _on_block(self, change: dict[str, Any]) -> None:
+        self._busy = True
+        try:
+            self.controls["channel"].max = self.examples[change["new"]].top_s.shape[0] - 1
+        finally:
+            self._busy = False
+        self.redraw()
+
+    def redraw(self) -> None:
+        block, c, cls = self.controls["block"].value, self.controls["channel"].value, self.controls["class"].value
+        ex = self.examples[block]
+        for j, ax in enumerate(self._strip):
+            ax.clear()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            i = int(ex.top_s[c, j])
+            ax.imshow(_to_display(self.images[i]), interpolation="nearest")
+            ax.set_title(f"s={float(ex.top_s_values[c, j]):.2f}\n{self.class_names[int(self.labels[i])]}",
+                         fontsize="small")
+        u, s = self.maps[block]
+        top = int(ex.top_s[c, 0])
+        size = self.images.shape[-1]
+        up = nn.functional.interpolate(u[c][None, None].float(), size=(size, size), mode="bilinear",
+                                       align_corners=False)[0, 0].numpy()
+        lim = float(np.abs(up).max()) or 1.0
+        ax = self._ax_map
+        ax.clear()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.imshow(_to_display(self.images[top]), interpolation="nearest")
+        ax.imshow(up, cmap="RdBu_r", alpha=0.6, vmin=-lim, vmax=lim)
+        ax.set_title(f"u_{c} on the top image\n(s = {float(s[c]):.2f})", fontsize="small")
+        means = self.stats.mean[block][:, c].numpy()
+        attribution = self.attribution[block][:, c].numpy()
+        x = np.arange(len(self.class_names))
+        colors = ["#d62728" if k == cls else "#7da7d9" for k in x]
+        for ax, values, title, ylabel in (
+                (self._ax_mean, means, f"{block} channel {c}: mean excitation per class", "mean s_c"),
+                (self._ax_attr, attribution, "gradient x excitation on the true logit, per class",
+                 "mean d logit_y / d s_c * s_c")):
+            ax.clear()
+            ax.bar(x, values, color=colors)
+            ax.set_xticks(x, self.class_names, rotation=30, ha="right", fontsize="small")
+            ax.set_title(title, fontsize="medium")
+            ax.set_ylabel(ylabel, fontsize="small")
+            ax.axhline(0, color="black", lw=0.8)
+            ax.grid(alpha=0.3, axis="y")
+        self._ax_mean.set_ylim(max(0.0, float(np.nanmin(means)) - 0.05), min(1.0, float(np.nanmax(means)) + 0.05))
+        self.figure.suptitle(f"{block} channel {c}: the {self.k} images with the highest excitation", fontsize="medium")
+        self.state = dict(block=block, channel=c, cls=cls, top=ex.top_s[c, :self.k].tolist(), class_means=means,
+                          attribution=attribution, map=up)
+        self._render()
+
+
+def channel_explorer(model: nn.Module, images: Any, labels: Any, class_names: Sequence[str], *, k: int = 8,
+                     dpi: int = 72, block: str | None = None, channel: int = 0, cls: int = 0) -> ChannelExplorer:
+    """What one channel sees: SE block and channel pickers and a class picker. The figure shows the ``k`` images
+    that excite the channel most, its feature map over the top one, its class-mean excitation per class and its
+    gradient x excitation attribution per class (the chosen class in red). Everything is computed once, here
+    (``seresnet.channels``); changing the view never reruns the model."""
+    return ChannelExplorer(model, images, labels, class_names, k=k, dpi=dpi, block=block, channel=channel, cls=cls)

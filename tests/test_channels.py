@@ -165,3 +165,11 @@ def test_channel_plots_draw_the_given_data(setup) -> None:
     before, after = (ax.get_images()[1].get_array() for ax in fig.axes[1:3])
     np.testing.assert_allclose(np.asarray(after), 0.5 * np.asarray(before), rtol=1e-5, atol=1e-6)
     assert "s_c = 0.50" in fig.axes[2].get_title()
+
+
+def test_attribution_of_all_blocks_in_one_pass_equals_block_by_block(setup) -> None:
+    model, images, labels = setup
+    everything = channels.gate_attribution_all(model, images, labels, batch_size=16)
+    for b in ("SE_2_1", "SE_4_3"):
+        torch.testing.assert_close(everything[b], channels.gate_attribution(model, images, labels, b),
+                                   rtol=1e-5, atol=1e-7)

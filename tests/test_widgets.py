@@ -327,3 +327,26 @@ def test_rank_channels_finds_the_edits_that_change_predictions(setup):
     assert len(w.state["changed"]) == n_best and w.state["channel"] == best
     ref = reference_probs(model, images, "SE_3_2", best, 3.0, "set")
     assert int((ref.argmax(1) != w.original_predictions).sum()) == n_best
+
+
+def test_channel_explorer_shows_precomputed_views(setup):
+    from seresnet import channels
+    from seresnet.widgets import channel_explorer
+
+    model, images, labels = setup
+    w = channel_explorer(model, images, labels, NAMES, k=4, block="SE_3_2")
+    runs = w.model_runs
+    w.controls["channel"].value = 7
+    w.controls["class"].value = 2
+    ex = channels.channel_examples(model, images, ["SE_3_2"], k=4)["SE_3_2"]
+    assert w.state["top"] == ex.top_s[7].tolist()
+    for ax, i in zip(w.figure.axes[:4], ex.top_s[7].tolist()):
+        np.testing.assert_array_equal(ax.get_images()[0].get_array(), images[i].permute(1, 2, 0).numpy())
+    attribution = channels.gate_attribution(model, images, labels, "SE_3_2")[:, 7].numpy()
+    np.testing.assert_allclose(w.state["attribution"], attribution, rtol=1e-5, atol=1e-7, equal_nan=True)
+    ax_attr = w.figure.axes[-1]
+    heights = [b.get_height() for b in ax_attr.containers[0]]
+    np.testing.assert_allclose(heights, attribution, rtol=1e-5, atol=1e-7, equal_nan=True)  # no bar: no images
+    assert ax_attr.containers[0][2].get_facecolor()[:3] != ax_attr.containers[0][0].get_facecolor()[:3]
+    w.controls["block"].value = "SE_4_3"
+    assert w.controls["channel"].max == 63 and w.model_runs == runs  # view changes never rerun the model
