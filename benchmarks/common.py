@@ -181,6 +181,15 @@ def load_average() -> list[float]:
         return []
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[^\s/]+)+/([^\s/]+)")
+
+
+def without_local_paths(text: str) -> str:
+    """Absolute paths in ``text`` replaced by their last component: results travel to other machines, whose
+    folders differ (``/x/y/.venv/bin/python3 -m ipykernel`` -> ``python3 -m ipykernel``)."""
+    return _ABSOLUTE_PATH.sub(r"\1", text)
+
+
 def busy_processes() -> list[str]:
     """Other processes using CPU right now (``ps``: command lines with > 5% CPU), to document the load."""
     try:
@@ -195,7 +204,7 @@ def busy_processes() -> list[str]:
             continue
         try:
             if float(parts[1]) > 5:
-                rows.append(f"{float(parts[1]):.0f}% {parts[2].strip()[:110]}")
+                rows.append(f"{float(parts[1]):.0f}% {without_local_paths(parts[2].strip())[:110]}")
         except ValueError:
             continue
     return rows[:8]

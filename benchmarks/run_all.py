@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
             run["failed"][name] = f"{type(e).__name__}: {e}"
             continue
         data["seconds"] = time.perf_counter() - ts
-        data["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        # folders as names only: the results are committed and read on other machines
+        data["args"] = {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items()}
         save(name, data, args.out)
     run.update(finished_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                seconds=time.perf_counter() - t0, load_after=load_average(), busy_after=busy_processes())
