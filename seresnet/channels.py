@@ -140,18 +140,6 @@ def _module_path(model: nn.Module) -> Iterator[None]:
             b.fused = f
 
 
-class _Leaf(hooks.Edit):
-    """Make the excitation a leaf that requires grad (and remember it), so that d logit / d s can be taken."""
-
-    def __init__(self) -> None:
-        self.leaves: list[torch.Tensor] = []
-
-    def apply(self, s: torch.Tensor) -> torch.Tensor:
-        leaf = s.detach().requires_grad_(True)
-        self.leaves.append(leaf)
-        return leaf
-
-
 class _Keep(hooks.Edit):
     """Remember the excitation as it is, still in the graph: the gradient with respect to it then includes every
     path downstream, also through the later blocks' own excitations (a leaf per block would cut those)."""
@@ -185,11 +173,11 @@ def gate_attribution(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     parts = []
     for start in range(0, images.shape[0], batch_size):
         y = labels[start:start + batch_size]
-        leaf = _Leaf()
-        with torch.enable_grad(), _module_path(model), hooks.steer(model, {block: leaf}):
+        kept = _Keep()
+        with torch.enable_grad(), _module_path(model), hooks.steer(model, {block: kept}):
             logits = model(normalize(images[start:start + batch_size]))
-            (grad,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), leaf.leaves[0])
-        parts.append((grad * leaf.leaves[0]).detach().double())
+            (grad,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), kept.kept[0])
+        parts.append((grad * kept.kept[0]).detach().double())
     per_image = torch.cat(parts)  # (N, C)
     onehot = nn.functional.one_hot(labels.long(), num_classes).double()
     counts = onehot.sum(0)[:, None]
