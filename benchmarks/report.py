@@ -508,6 +508,7 @@ def render(data: dict, plot_rel: str) -> str:
                 "(`benchmarks/bench_hooks.py`). The capture copies z and s (and with `features=True` the (N, C, H, W) "
                 "maps before and after each block) to float32 CPU tensors.", "",
                 table(["threads", "plain ms", "capture ms", "overhead", "with features ms", "overhead"], rows), ""]
+    out += widgets_section(data.get("widgets"))
     out += ["## Where the SE time goes (profiling notes)", "",
             "From `torch.profiler` runs of one se_resnet20 and one resnet20 training step (batch 128, bf16 + "
             "channels_last, 1 thread), compared op by op; these notes explain the numbers above, they are not "
@@ -564,6 +565,29 @@ def render(data: dict, plot_rel: str) -> str:
             "every weight again on every call); `CL` = channels_last for the model and the input; `compile` = "
             "`torch.compile(model)`; `Nt` = `torch.set_num_threads(N)`.", ""]
     return "\n".join(out) + "\n"
+
+
+def widgets_section(w: dict | None) -> list[str]:
+    """What a learner waits for after moving a control (``benchmarks/bench_widgets.py``)."""
+    if not w:
+        return []
+    ch, st = w["channel_explorer"], w["steering_explorer"]
+    rows = [[b, f"{r['first_ms']:.0f}", f"{r['median_new_edit_ms']:.0f}"] for b, r in st["per_block"].items()]
+    kinds = ", ".join(f"{k} {v:.0f} ms" for k, v in ch["view_change_ms_by_kind"].items())
+    return ["## Widgets: what a learner waits for", "",
+            f"The notebooks' explorers with the {w['model']} and the shipped sample, {w['threads']} threads, wall "
+            "clock (`benchmarks/bench_widgets.py`).", "",
+            f"- Channel explorer (notebook 07): one precompute pass over {ch['images']} images "
+            f"**{ch['precompute_s']:.1f} s** (target <= 20 s); a view change (block, channel or class) "
+            f"**{ch['view_change_ms']:.0f} ms** median of {ch['views']} (target <= 100 ms; by kind: {kinds}). "
+            f"View changes never run the model ({ch['model_runs_after_views']} model runs, all in the precompute). "
+            "Nearly all of a view change is matplotlib drawing the figure to PNG.",
+            f"- Steering explorer (notebook 05), {st['images']} images: a new edit reruns the network from the "
+            f"edited block's residual unit on. Median of {st['edits_per_block']} new edits (channels never "
+            f"edited before) per block; the worst block takes **{st['worst_median_new_edit_ms']:.0f} ms** (target "
+            "<= 300 ms). The first edit of a block also records the input of its residual unit and the block's "
+            "feature maps (once per block).", "",
+            table(["SE block", "first edit of the block, ms", "median new edit, ms"], rows), ""]
 
 
 def time_to_accuracy() -> list[str]:

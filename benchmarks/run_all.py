@@ -18,6 +18,8 @@ Sections (each writes ``results/<section>.json``):
 * ``settings``: channels_last, bfloat16, thread count and batch size for se_resnet20 training, and
                 the SE forward of this package against the straightforward ``x.mean`` squeeze.
 * ``hooks``:    inference with capture of every SE block against without (``bench_hooks.capture_overhead``).
+* ``widgets``:  the notebooks' widgets: channel explorer precompute and view change, steering explorer new edit
+                per SE block (``bench_widgets``).
 * ``compile``:  eager vs ``torch.compile`` training of the CIFAR networks (last: compiling takes minutes).
 """
 
@@ -56,7 +58,7 @@ from benchmarks.reference import ReferenceSEResNet20, copy_weights
 from seresnet import count_macs, create_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("machine", "cifar", "hooks", "imagenet", "settings", "compile")
+SECTIONS = ("machine", "cifar", "hooks", "widgets", "imagenet", "settings", "compile")
 
 
 def log(msg: str) -> None:
@@ -318,7 +320,19 @@ def section_hooks(args: argparse.Namespace) -> dict:
     return {"model": "se_resnet20", "batch": args.hooks_batch, "repeats": args.hooks_repeats, "by_threads": out}
 
 
-RUNNERS = {"machine": section_machine, "cifar": section_cifar, "imagenet": section_imagenet,
+def section_widgets(args: argparse.Namespace) -> dict:
+    from benchmarks.bench_widgets import widget_timings
+
+    torch.set_num_threads(min(2, args.threads))  # what a laptop or the 2-core CI machine gives a notebook
+    log("  widgets: channel explorer precompute and view changes, steering explorer new edits (shipped se_resnet20)")
+    r = widget_timings()
+    log(f"    channel explorer: precompute {r['channel_explorer']['precompute_s']:.1f} s, view change "
+        f"{r['channel_explorer']['view_change_ms']:.0f} ms; steering: worst new edit "
+        f"{r['steering_explorer']['worst_median_new_edit_ms']:.0f} ms")
+    return r
+
+
+RUNNERS = {"machine": section_machine, "widgets": section_widgets, "cifar": section_cifar, "imagenet": section_imagenet,
            "settings": section_settings, "hooks": section_hooks, "compile": section_compile}
 
 
