@@ -10,7 +10,8 @@ Where the SE block sits is the ``integration`` mode (paper Fig. 5, Tables 14 and
 * ``"none"``:     no SE block: a plain ResNet unit.
 
 Layer names follow torchvision (``conv1``, ``bn1``, ..., ``downsample``) so its weights load directly; the SE block is
-``se``.
+``se``. ``se_kwargs`` may name another attention module for that place (``attention="eca"``, ...; see
+``seresnet.attention``); every position above works for every module, all of which keep the map's shape.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .attention import AttentionBlock, build_attention
 from .se import SEBlock
 
 Integration = Literal["standard", "pre", "post", "identity", "3x3", "none"]
@@ -50,7 +52,7 @@ class _SEResidualUnit(nn.Module):
     """Shared forward for both unit types: branch, SE placement, addition, ReLU."""
 
     integration: str
-    se: SEBlock | None
+    se: SEBlock | AttentionBlock | None
     downsample: nn.Module | None
     relu: nn.ReLU
     branch_relu: bool = False
@@ -70,7 +72,8 @@ class _SEResidualUnit(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         mode = self.integration
         if mode == "standard" and not self.branch_relu:
-            # SE right after the last BN: the SE block may take its squeeze from that BN (forward_after_batchnorm)
+            # SE right after the last BN: the SE block may take its squeeze from that BN (forward_after_batchnorm;
+            # the other attention modules just apply themselves to the BN's output)
             out = self.se.forward_after_batchnorm(self.branch_before_last_bn(x), self.last_bn())
         else:
             out = self.branch(self.se(x) if mode == "pre" else x)
@@ -116,7 +119,7 @@ class BasicBlock(_SEResidualUnit):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         se_channels = in_ch if integration == "pre" else planes
-        self.se = None if integration == "none" else SEBlock(se_channels, **(se_kwargs or {}))
+        self.se = None if integration == "none" else build_attention(se_channels, **(se_kwargs or {}))
 
     def branch_before_last_bn(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.relu(self.bn1(self.conv1(x))))
@@ -159,7 +162,7 @@ class Bottleneck(_SEResidualUnit):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         se_channels = {"pre": in_ch, "3x3": planes}.get(integration, out_ch)
-        self.se = None if integration == "none" else SEBlock(se_channels, **(se_kwargs or {}))
+        self.se = None if integration == "none" else build_attention(se_channels, **(se_kwargs or {}))
 
     def branch_before_last_bn(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

@@ -13,6 +13,13 @@ Blocks are named as in the paper: ``"SE_<stage>_<block>"`` (stage 2 = conv2_x, b
 ``SEResNet.se_blocks()``. Wherever a block name is accepted, a glob (``"SE_4_*"``) or a list of names and globs
 works too.
 
+The same tools work on the attention modules that can take SE's place (``SEResNetConfig.attention``, see
+``seresnet.attention``): each one's ``excitation`` outputs its gate ``s``, (B, C), or (B, C, H, W) where the gate
+varies over positions (NoSqueeze, Gather-Excite with a local extent; channel edits then act on dimension 1, at every
+position). ``Off()`` sets ``s`` to the module's ``neutral`` value (1 for the gates that multiply, 0 for GC's added
+context), so it always switches the module off. CBAM's spatial gate (B, 1, H, W) is recorded with
+``capture(..., spatial=True)`` and edited with ``steer(..., gate="spatial")``.
+
 Example::
 
     model = create_model("se_resnet20").eval()
@@ -39,9 +46,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .attention import AttentionBlock, is_attention_block
 from .se import SEBlock
 
 BlockSpec = str | Sequence[str] | None
+AttentionModule = SEBlock | AttentionBlock
 ChannelSpec = int | Sequence[int] | torch.Tensor | None
 
 __all__ = [
@@ -65,9 +74,10 @@ _NAME_RE = re.compile(r"^SE_(\d+)_(\d+)$")
 
 
 # --- finding SE blocks ---------------------------------------------------------------------------------------
-def _all_se_blocks(model: nn.Module) -> OrderedDict[str, SEBlock]:
+def _all_se_blocks(model: nn.Module) -> OrderedDict[str, AttentionModule]:
     """Every SE block of ``model`` by name: paper names for an ``SEResNet`` (also when wrapped in another module),
-    module paths (``"layer1.0.se"``) for any other network that contains ``SEBlock`` modules."""
+    module paths (``"layer1.0.se"``) for any other network that contains ``SEBlock`` modules (or the attention
+    modules of ``seresnet.attention``)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if callable(getattr(model, "se_blocks", None)):
@@ -75,7 +85,7 @@ def _all_se_blocks(model: nn.Module) -> OrderedDict[str, SEBlock]:
     for m in model.modules():  # e.g. nn.Sequential(normalizer, se_resnet)
         if m is not model and callable(getattr(m, "se_blocks", None)):
             return OrderedDict(m.se_blocks())
-    return OrderedDict((n, m) for n, m in model.named_modules() if isinstance(m, SEBlock))
+    return OrderedDict((n, m) for n, m in model.named_modules() if is_attention_block(m))
 
 
 def se_block_names(model: nn.Module) -> list[str]:
@@ -83,7 +93,7 @@ def se_block_names(model: nn.Module) -> list[str]:
     return list(_all_se_blocks(model))
 
 
-def resolve_blocks(model: nn.Module, blocks: BlockSpec = None) -> OrderedDict[str, SEBlock]:
+def resolve_blocks(model: nn.Module, blocks: BlockSpec = None) -> OrderedDict[str, AttentionModule]:
     """Select SE blocks by name, glob or list of those; ``None`` selects all. Returned in network order.
 
     Raises ``ValueError`` (listing the names that exist) for a model without SE blocks or a name / glob that
@@ -152,18 +162,27 @@ class SECapture:
     becomes True when a recorded pass had an edit active on one of the captured blocks. ``squeeze`` and ``inputs``
     are what the block received, which an edit at an *earlier* block may have changed.
 
+    Other attention modules (``seresnet.attention``): ``excitation`` is their gate, (N, C), or (N, C, H, W) where it
+    varies over positions (NoSqueeze, Gather-Excite with a local extent); for GC it is the context vector added to
+    ``U``. ``squeeze`` is always the excitation's input: (N, 2, C) for CBAM (average and max pooled rows), the map
+    ``U`` itself for NoSqueeze, which has no squeeze. With ``spatial=True``, ``spatial[name]`` (N, 1, H, W) is
+    CBAM's spatial gate (after any ``steer(..., gate="spatial")`` edit).
+
     Use as a context manager, or call ``remove()`` yourself; the recorded tensors stay readable afterwards.
     """
 
-    _KINDS = ("squeeze", "excitation", "inputs", "outputs")
+    _KINDS = ("squeeze", "excitation", "inputs", "outputs", "spatial")
 
     def __init__(self, model: nn.Module, blocks: BlockSpec = None, *, features: bool = False,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 spatial: bool = False, dtype: torch.dtype = torch.float32) -> None:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating point torch.dtype, got {dtype!r}")
         self._modules = resolve_blocks(model, blocks)
         self.blocks: list[str] = list(self._modules)
         self.features = bool(features)
+        self.spatial_gates = bool(spatial)
+        if self.spatial_gates:
+            _check_spatial_gates(self._modules)
         self.dtype = dtype
         self.steered = False
         self._lists: dict[str, dict[str, list[torch.Tensor]]] = {}
@@ -173,6 +192,8 @@ class SECapture:
             self._handles.append(se.excitation.register_forward_hook(self._excitation_hook(name)))
             if self.features:
                 self._handles.append(se.register_forward_hook(self._feature_hook(name)))
+            if self.spatial_gates:
+                self._handles.append(se.spatial_gate.register_forward_hook(self._spatial_hook(name)))
 
     # Hooks do as little as possible per call (one copy per tensor, one list append): concatenation is lazy.
     def _store(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,6 +220,16 @@ class SECapture:
 
         return hook
 
+    def _spatial_hook(self, name: str):
+        lists = self._lists[name]
+
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
+            lists["spatial"].append(self._store(output))
+            if id(module) in _STEERED:
+                self.steered = True
+
+        return hook
+
     def _get(self, kind: str, name: str) -> torch.Tensor:
         if name not in self._lists:
             raise KeyError(f"block {name!r} was not captured; captured blocks: {', '.join(self.blocks)}")
@@ -207,19 +238,35 @@ class SECapture:
             lst[:] = [torch.cat(lst)]
         if lst:
             return lst[0]
-        c = self._modules[name].channels
-        shape = (0, c) if kind in ("squeeze", "excitation") else (0, c, 0, 0)
+        module = self._modules[name]
+        c = module.channels
+        if kind == "spatial":
+            shape: tuple[int, ...] = (0, 1, 0, 0)
+        elif kind in ("squeeze", "excitation"):
+            shape = module.empty_shape(kind) if isinstance(module, AttentionBlock) else (0, c)
+        else:
+            shape = (0, c, 0, 0)
         return torch.empty(shape, dtype=self.dtype)
 
     @property
     def squeeze(self) -> Mapping[str, torch.Tensor]:
-        """Block name -> squeeze output ``z`` (N, C)."""
+        """Block name -> squeeze output ``z`` (N, C) (the excitation's input; see the class docstring for the
+        attention modules where it has another shape)."""
         return _Recorded(self, "squeeze")
 
     @property
     def excitation(self) -> Mapping[str, torch.Tensor]:
-        """Block name -> excitation ``s`` (N, C) (after any active steering edit)."""
+        """Block name -> excitation ``s`` (N, C) (after any active steering edit); (N, C, H, W) for gates that vary
+        over positions."""
         return _Recorded(self, "excitation")
+
+    @property
+    def spatial(self) -> Mapping[str, torch.Tensor]:
+        """Block name -> CBAM's spatial gate ``M_s`` (N, 1, H, W); needs ``spatial=True``."""
+        if not self.spatial_gates:
+            raise RuntimeError("spatial gates were not recorded; use capture(model, blocks, spatial=True) on a model "
+                               "whose blocks have one (attention='cbam')")
+        return _Recorded(self, "spatial")
 
     @property
     def inputs(self) -> Mapping[str, torch.Tensor]:
@@ -273,14 +320,24 @@ class SECapture:
                 f"{state})")
 
 
-def capture(model: nn.Module, blocks: BlockSpec = None, *, features: bool = False,
+def _check_spatial_gates(modules: Mapping[str, nn.Module]) -> None:
+    """Raise a ``ValueError`` naming the blocks without a spatial gate (only CBAM has one)."""
+    missing = [n for n, m in modules.items() if not isinstance(getattr(m, "spatial_gate", None), nn.Module)]
+    if missing:
+        kinds = sorted({type(modules[n]).__name__ for n in missing})
+        raise ValueError(f"blocks {', '.join(missing)} ({', '.join(kinds)}) have no spatial gate; only CBAM blocks "
+                         "(attention='cbam') do")
+
+
+def capture(model: nn.Module, blocks: BlockSpec = None, *, features: bool = False, spatial: bool = False,
             dtype: torch.dtype = torch.float32) -> SECapture:
     """Start recording SE blocks of ``model`` (all of them, or ``blocks``: a name, a glob or a list of those).
 
     Returns an :class:`SECapture`, usable as a context manager (hooks removed on exit, also after an exception)
     or as a plain object (call ``.remove()``). Works in train and eval mode and under ``torch.no_grad()``.
+    ``features=True`` also records the maps entering and leaving each block, ``spatial=True`` CBAM's spatial gates.
     """
-    return SECapture(model, blocks, features=features, dtype=dtype)
+    return SECapture(model, blocks, features=features, spatial=spatial, dtype=dtype)
 
 
 # --- steering ------------------------------------------------------------------------------------------------
@@ -326,13 +383,27 @@ def _finite(value: Any, what: str) -> float:
     return float(value)
 
 
+def _per_channel(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """A (C,) tensor shaped to broadcast along dimension 1 of ``s``: (C,) for (B, C), (C, 1, 1) for (B, C, H, W)."""
+    return t.view(-1, *([1] * (s.ndim - 2)))
+
+
 class Edit:
-    """Base class of the steering edits: a function ``s (B, C) -> s' (B, C)``."""
+    """Base class of the steering edits: a function ``s (B, C) -> s' (B, C)``.
+
+    Gates that vary over positions, ``s`` (B, C, H, W), are edited along dimension 1 (the channels), the same way at
+    every position.
+    """
 
     channels: tuple[int, ...] | None = None
 
     def apply(self, s: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def apply_for(self, s: torch.Tensor, neutral: float) -> torch.Tensor:
+        """The edit for a gate whose neutral value (the one that changes nothing) is ``neutral``; only :class:`Off`
+        needs to know it, every other edit is :meth:`apply`."""
+        return self.apply(s)
 
     def validate(self, block: str, num_channels: int) -> None:
         """Raise ``ValueError`` if this edit does not fit a block with ``num_channels`` channels."""
@@ -343,9 +414,9 @@ class Edit:
                                  f"{num_channels} channels (valid indices 0..{num_channels - 1})")
 
     def _mask(self, s: torch.Tensor) -> torch.Tensor:
-        mask = torch.zeros(s.shape[-1], dtype=torch.bool, device=s.device)
+        mask = torch.zeros(s.shape[1], dtype=torch.bool, device=s.device)
         mask[list(self.channels)] = True
-        return mask
+        return _per_channel(mask, s)
 
 
 @dataclass(frozen=True)
@@ -365,9 +436,9 @@ class Scale(Edit):
     def apply(self, s: torch.Tensor) -> torch.Tensor:
         if self.channels is None:
             return s * self.factor
-        f = torch.ones(s.shape[-1], dtype=s.dtype, device=s.device)
+        f = torch.ones(s.shape[1], dtype=s.dtype, device=s.device)
         f[list(self.channels)] = self.factor
-        return s * f
+        return s * _per_channel(f, s)
 
 
 @dataclass(frozen=True)
@@ -432,12 +503,13 @@ class Replace(Edit):
                              "channels")
 
     def apply(self, s: torch.Tensor) -> torch.Tensor:
-        return self.vector.to(device=s.device, dtype=s.dtype).expand(s.shape).contiguous()
+        return _per_channel(self.vector.to(device=s.device, dtype=s.dtype), s).expand(s.shape).contiguous()
 
 
 class ReplaceRows(Edit):
     """Set ``s`` of image i of the batch to row i of ``rows`` (B, C): per-image excitations, such as those of other
-    images (excitation patching) or each image's class mean. The batch must have exactly B images."""
+    images (excitation patching) or each image's class mean. The batch must have exactly B images. For a gate
+    (B, C, H, W) each image's row is used at every position."""
 
     def __init__(self, rows: torch.Tensor) -> None:
         if not isinstance(rows, torch.Tensor) or rows.ndim != 2 or not rows.dtype.is_floating_point:
@@ -453,28 +525,40 @@ class ReplaceRows(Edit):
                              f"channels")
 
     def apply(self, s: torch.Tensor) -> torch.Tensor:
-        if s.shape != self.rows.shape:
+        if s.shape[:2] != self.rows.shape:
             raise ValueError(f"ReplaceRows holds rows for a batch of shape {tuple(self.rows.shape)}, got a batch "
                              f"of shape {tuple(s.shape)}")
-        return self.rows.to(device=s.device, dtype=s.dtype)
+        rows = self.rows.to(device=s.device, dtype=s.dtype)
+        return rows.view(*rows.shape, *([1] * (s.ndim - 2))).expand(s.shape).contiguous()
 
 
 @dataclass(frozen=True)
 class Off(Edit):
-    """Switch the block's recalibration off: ``s = 1`` for every channel (the block passes ``U`` unchanged)."""
+    """Switch the block's recalibration off: ``s`` = the block's neutral value for every channel, so that the block
+    passes ``U`` unchanged: 1 for SE and every gate that multiplies, 0 for GC's context, which is added."""
 
     def apply(self, s: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(s)
+
+    def apply_for(self, s: torch.Tensor, neutral: float) -> torch.Tensor:
+        return torch.full_like(s, neutral)
+
+
+_STEER_GATES = ("channel", "spatial")
 
 
 class SteerHandle:
     """Active steering edits made by :func:`steer`; a context manager, or call ``remove()``."""
 
-    def __init__(self, model: nn.Module, edits: Mapping[str, Edit | Sequence[Edit]]) -> None:
+    def __init__(self, model: nn.Module, edits: Mapping[str, Edit | Sequence[Edit]], gate: str = "channel") -> None:
         if not isinstance(edits, Mapping) or not edits:
             raise ValueError("edits must be a non-empty dict {block name or glob: Edit}, e.g. {'SE_4_3': Off()}")
+        if not isinstance(gate, str) or gate not in _STEER_GATES:
+            raise ValueError(f"gate must be 'channel' (the excitation) or 'spatial' (CBAM's spatial gate), "
+                             f"got {gate!r}")
+        self.gate = gate
         per_block: OrderedDict[str, list[Edit]] = OrderedDict()
-        modules: dict[str, SEBlock] = {}
+        modules: dict[str, AttentionModule] = {}
         # Validate everything before registering anything, so a bad edit leaves the model untouched.
         for key, value in edits.items():
             items = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -482,26 +566,33 @@ class SteerHandle:
                 if not isinstance(e, Edit):
                     raise TypeError(f"edit for {key!r} must be Scale, Constant, Replace or Off, "
                                     f"got {type(e).__name__}")
-            for name, se in resolve_blocks(model, key).items():
+            selected = resolve_blocks(model, key)
+            if gate == "spatial":
+                _check_spatial_gates(selected)
+            for name, se in selected.items():
                 for e in items:
-                    e.validate(name, se.channels)
+                    e.validate(name, 1 if gate == "spatial" else se.channels)
                 per_block.setdefault(name, []).extend(items)
                 modules[name] = se
         self.edits: OrderedDict[str, tuple[Edit, ...]] = OrderedDict((n, tuple(v)) for n, v in per_block.items())
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._steered_ids: list[int] = []
         for name, items in self.edits.items():
-            exc = modules[name].excitation
+            block = modules[name]
+            if gate == "spatial":
+                target, neutral = block.spatial_gate, float(block.spatial_neutral)
+            else:
+                target, neutral = block.excitation, float(getattr(block, "neutral", 1.0))
             # prepend=True: the edit runs before any capture hook, so a capture records the edited s.
-            self._handles.append(exc.register_forward_hook(self._hook(items), prepend=True))
-            _STEERED[id(exc)] = _STEERED.get(id(exc), 0) + 1
-            self._steered_ids.append(id(exc))
+            self._handles.append(target.register_forward_hook(self._hook(items, neutral), prepend=True))
+            _STEERED[id(target)] = _STEERED.get(id(target), 0) + 1
+            self._steered_ids.append(id(target))
 
     @staticmethod
-    def _hook(items: tuple[Edit, ...]):
+    def _hook(items: tuple[Edit, ...], neutral: float):
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
             for e in items:
-                output = e.apply(output)
+                output = e.apply_for(output, neutral)
             return output
 
         return hook
@@ -531,7 +622,7 @@ class SteerHandle:
         return f"SteerHandle({dict(self.edits)!r}, active={bool(self._handles)})"
 
 
-def steer(model: nn.Module, edits: Mapping[str, Edit | Sequence[Edit]]) -> SteerHandle:
+def steer(model: nn.Module, edits: Mapping[str, Edit | Sequence[Edit]], gate: str = "channel") -> SteerHandle:
     """Override the excitation ``s`` of SE blocks while the returned handle is active.
 
     ``edits`` maps block names or globs to an edit (or a list of edits): :class:`Scale`, :class:`Constant`,
@@ -539,8 +630,11 @@ def steer(model: nn.Module, edits: Mapping[str, Edit | Sequence[Edit]]) -> Steer
     order. Channel indices and vector lengths are checked against each block's width before anything is changed.
     On exit the hooks are removed and the model's outputs are bit-identical to before. Nested ``steer`` contexts
     compose (the inner one's edit runs first).
+
+    ``gate="spatial"`` edits CBAM's spatial gate (B, 1, H, W) instead (one "channel"; ``Off()`` sets it to 1);
+    the channel gate is then left alone, and the other way round.
     """
-    return SteerHandle(model, edits)
+    return SteerHandle(model, edits, gate)
 
 
 # --- streaming statistics ------------------------------------------------------------------------------------
@@ -573,6 +667,10 @@ class ExcitationStats:
       with no images.
     * ``count``: (K,) images per class; ``overall_mean[name]``, ``overall_std[name]``: (C,) over all images.
     * ``class_specificity()``, ``saturation()``, ``summary_table()``, ``save()`` / ``load()``.
+
+    Any attention module's (B, C) gate works the same way; (B, C, H, W) gates are averaged over positions first
+    (see :meth:`update`). For GC the "excitation" is the added context vector, centred near 0 rather than in
+    (0, 1), so the default saturation thresholds mean little there. CBAM's spatial gate is not included.
     """
 
     def __init__(self, block_names: Sequence[str], channels: Sequence[int], num_classes: int,
@@ -596,7 +694,14 @@ class ExcitationStats:
 
     # --- accumulation ---
     def update(self, excitations: Mapping[str, torch.Tensor], labels: torch.Tensor) -> None:
-        """Add one batch: ``excitations`` maps every block name to ``s`` (B, C); ``labels`` (B,) in 0..K-1."""
+        """Add one batch: ``excitations`` maps every block name to ``s`` (B, C); ``labels`` (B,) in 0..K-1.
+
+        A gate that varies over positions, ``s`` (B, C, H, W) (NoSqueeze, Gather-Excite with a local extent), is
+        first averaged over H and W per image: the statistics are about one value per image and channel, as for SE,
+        and the spatial mean is the average factor the channel's values were multiplied by in that image (for a gate
+        that is constant over positions it is the gate itself). The saturation counts then count images whose
+        *mean* gate is below ``low`` / above ``high``, not positions.
+        """
         labels = torch.as_tensor(labels).detach().cpu()
         if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(f"labels must be a 1-D integer tensor (B,), got {labels.dtype} {tuple(labels.shape)}")
@@ -616,6 +721,8 @@ class ExcitationStats:
         for name in self.block_names:
             s = excitations[name].detach().to("cpu", torch.float64)
             c = self.channels[name]
+            if s.ndim == 4 and s.shape[:2] == (b, c):
+                s = s.mean(dim=(2, 3))
             if s.shape != (b, c):
                 raise ValueError(f"s of {name} must have shape ({b}, {c}), got {tuple(s.shape)}")
             sum_b = torch.zeros(self.num_classes, c, dtype=torch.float64).index_add_(0, labels, s)
@@ -801,7 +908,8 @@ def excitation_stats(model: nn.Module, batches: Iterable[Any], num_classes: int,
     ``batches`` yields ``(images, labels)``: float normalised images (B, 3, H, W) and integer labels (B,) in
     0..num_classes-1, e.g. a DataLoader. The model runs in eval mode under ``torch.no_grad()`` (its mode is
     restored afterwards) on ``device`` (default: where its parameters are; it must already be there). Memory
-    stays constant: each batch's excitations are folded into running sums and dropped.
+    stays constant: each batch's excitations are folded into running sums and dropped. Gates that vary over
+    positions are averaged over them per image (:meth:`ExcitationStats.update`).
     """
     mdev = _model_device(model)
     dev = mdev if device is None else torch.device(device)

@@ -10,6 +10,11 @@ Two families share one network class:
 
 Every stage ends with global average pooling (adaptive, so any input that survives the strides works), flatten and
 one fully connected classifier.
+
+The block in the SE position may be SE or one of its successors and rivals (``attention``: ECA, the SE variants of
+ECA-Net, Gather-Excite, GC, CBAM, FcaNet, NoSqueeze; see ``seresnet.attention``). The registry names them
+``<attention>_resnet<depth>`` (``eca_resnet20``, ``cbam_resnet50``, ...) next to ``se_resnet<depth>`` and
+``resnet<depth>``.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .attention import ATTENTIONS, AttentionBlock, check_attention_options
 from .blocks import INTEGRATIONS, BasicBlock, Bottleneck, Integration, projection_shortcut
 from .se import GATES, SQUEEZE_MODES, GateName, SEBlock, SqueezeMode, se_hidden_width
 
 Style = Literal["imagenet", "cifar"]
+Attention = Literal["se", "eca", "se_var1", "se_var2", "se_var3", "ge", "gc", "cbam", "fca", "nosqueeze"]
 IMAGENET_LAYERS: dict[int, tuple[str, tuple[int, ...]]] = {
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
@@ -62,6 +69,10 @@ class SEResNetConfig:
         zero_init_last: start the last BN of every residual branch at zero (helps short CIFAR schedules).
         basic_branch_relu: basic blocks only: a ReLU after bn2, before SE and the addition (timm's
             ``legacy_seresnet18/34`` do this; the paper's units do not).
+        attention: the module in the SE position: ``"se"`` (default), ``"eca"``, ``"se_var1"``, ``"se_var2"``,
+            ``"se_var3"``, ``"ge"``, ``"gc"``, ``"cbam"``, ``"fca"`` or ``"nosqueeze"`` (``seresnet.attention``).
+            Each uses only some of ``reduction``, ``se_min_hidden``, ``squeeze`` and ``gate``
+            (``seresnet.attention.ATTENTION_OPTIONS``); the others must keep their defaults.
 
     Every field is type-checked: a wrong type or value raises a ``ValueError`` naming the field and what it
     accepts (e.g. ``basic_branch_relu="no"`` is refused rather than read as true).
@@ -83,6 +94,7 @@ class SEResNetConfig:
     stem_pool: Literal["pad", "ceil"] = "pad"
     zero_init_last: bool = False
     basic_branch_relu: bool = False
+    attention: Attention = "se"
     layers: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -138,6 +150,9 @@ class SEResNetConfig:
         _check_choice("stem_pool", self.stem_pool, ("pad", "ceil"), either=True)
         boolean("zero_init_last", self.zero_init_last)
         boolean("basic_branch_relu", self.basic_branch_relu)
+        _check_choice("attention", self.attention, tuple(ATTENTIONS))
+        check_attention_options(self.attention, reduction=self.reduction, squeeze=self.squeeze, gate=self.gate,
+                                min_hidden=self.se_min_hidden)
         if self.integration == "3x3" and self.block != "bottleneck":
             raise ValueError("integration '3x3' (SE after the 3x3 conv) needs bottleneck blocks; "
                              f"this {self.style} depth-{self.depth} model uses {self.block} blocks")
@@ -179,10 +194,17 @@ class SEResNetConfig:
         return dataclasses.replace(self, **overrides)  # __post_init__ normalises and validates se_stages
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-friendly dict of the init fields (for checkpoints and metadata)."""
+        """Plain JSON-friendly dict of the init fields (for checkpoints and metadata).
+
+        ``attention`` is left out when it is ``"se"`` (its default): the configs of SE models stay exactly what they
+        were before the field existed, so their metadata files are unchanged and older code still reads them.
+        ``from_dict`` restores the default.
+        """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         if d["se_stages"] is not None:
             d["se_stages"] = list(d["se_stages"])
+        if d["attention"] == "se":
+            del d["attention"]
         return d
 
     @classmethod
@@ -221,7 +243,8 @@ class SEResNet(nn.Module):
     ``forward(x)``: (B, in_chans, H, W) -> logits (B, num_classes).
     ``forward_features(x)``: -> last stage feature map (B, num_features, H / stride, W / stride).
     ``forward_head(f)``: global average pool, flatten, FC.
-    ``se_blocks()``: ordered mapping from paper-style names (``"SE_2_1"``, ...) to the SE modules.
+    ``se_blocks()``: ordered mapping from paper-style names (``"SE_2_1"``, ...) to the SE modules (or the attention
+    modules in their place, see ``config.attention``).
     """
 
     def __init__(self, config: SEResNetConfig | None = None, **overrides: Any) -> None:
@@ -241,7 +264,8 @@ class SEResNet(nn.Module):
                 conv=nn.Conv2d(cfg.in_chans, stem_width, 3, stride=1, padding=1, bias=False),
                 bn=nn.BatchNorm2d(stem_width), relu=nn.ReLU(inplace=True)))
 
-        se_kwargs = dict(reduction=cfg.reduction, squeeze=cfg.squeeze, gate=cfg.gate, min_hidden=cfg.se_min_hidden)
+        se_kwargs = dict(reduction=cfg.reduction, squeeze=cfg.squeeze, gate=cfg.gate, min_hidden=cfg.se_min_hidden,
+                         attention=cfg.attention)
         in_ch = stem_width
         self.stage_names: list[str] = []
         for i, (planes, n_blocks, stage) in enumerate(zip(cfg.widths, cfg.layers, cfg.stage_numbers)):
@@ -272,6 +296,10 @@ class SEResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        for m in self.modules():
+            # the attention modules' own initialisation (their papers' code) replaces the generic one above
+            if isinstance(m, AttentionBlock):
+                m.reset_parameters()
         if self.config.zero_init_last:
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
@@ -349,9 +377,11 @@ class SEResNet(nn.Module):
         return self.fc
 
     # --- SE blocks by their paper names ----------------------------------------------------------------------
-    def se_blocks(self) -> OrderedDict[str, SEBlock]:
-        """Paper-style names ``SE_<stage>_<block>`` (stage 2 = conv2_x, blocks from 1) -> SE module, in order."""
-        out: OrderedDict[str, SEBlock] = OrderedDict()
+    def se_blocks(self) -> OrderedDict[str, SEBlock | AttentionBlock]:
+        """Paper-style names ``SE_<stage>_<block>`` (stage 2 = conv2_x, blocks from 1) -> SE module, in order.
+
+        For a model with another ``attention``, its modules in the SE position, under the same names."""
+        out: OrderedDict[str, SEBlock | AttentionBlock] = OrderedDict()
         for stage, name in zip(self.config.stage_numbers, self.stage_names):
             for b, unit in enumerate(getattr(self, name), start=1):
                 if unit.se is not None:
@@ -408,6 +438,17 @@ register_model("se_resnet164", SEResNetConfig(style="cifar", depth=164, block="b
                                               input_size=32))
 register_model("resnet164", SEResNetConfig(style="cifar", depth=164, block="bottleneck", num_classes=10,
                                            input_size=32, integration="none"))
+# Every se_resnetN has a twin per attention module: "<attention>_resnetN" (eca_resnet20, gc_resnet56, ...).
+for _a in ATTENTIONS:
+    if _a == "se":
+        continue
+    for _d in IMAGENET_LAYERS:
+        register_model(f"{_a}_resnet{_d}", SEResNetConfig(style="imagenet", depth=_d, attention=_a))
+    for _d in (20, 32, 44, 56, 110):
+        register_model(f"{_a}_resnet{_d}", SEResNetConfig(style="cifar", depth=_d, num_classes=10, input_size=32,
+                                                          attention=_a))
+    register_model(f"{_a}_resnet164", SEResNetConfig(style="cifar", depth=164, block="bottleneck", num_classes=10,
+                                                     input_size=32, attention=_a))
 
 
 def list_models(pattern: str = "*") -> list[str]:

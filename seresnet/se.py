@@ -15,7 +15,7 @@ Two faster paths give the same values in training: :class:`_FusedSE` in eager mo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -229,7 +229,11 @@ class SEBlock(nn.Module):
             (:meth:`forward_after_batchnorm`). Set to False to always run ``squeeze``, ``excitation`` and ``scale``
             one by one (needed for second derivatives, e.g. gradient penalties: the fused backward is not
             differentiable).
+
+    ``neutral``: the value of ``s`` that leaves ``U`` unchanged (1: the block multiplies), what ``Off()`` sets.
     """
+
+    neutral: ClassVar[float] = 1.0
 
     def __init__(
         self,
