@@ -29,7 +29,7 @@ pytestmark = pytest.mark.browser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT_DIR = REPO_ROOT / "test-output" / "browser"
-NOTEBOOK_PATTERNS = ["notebooks/04_*.ipynb", "notebooks/05_*.ipynb"]
+NOTEBOOK_PATTERNS = ["notebooks/04_*.ipynb", "notebooks/05_*.ipynb", "notebooks/07_*.ipynb"]
 RUN_ALL_TIMEOUT_S = 300.0  # Run All of one notebook in the browser (a busy 2-core machine needs minutes)
 UNDER_CI = bool(os.environ.get("CI"))
 
