@@ -93,6 +93,16 @@ def ablations() -> Figure:
     return ablation.plot_ablations(ablation.load_ablation_results(REPO / "notebooks" / "results" / "ablations.json"))
 
 
+def what_a_channel_sees() -> Figure:
+    """Notebook 07: the channel explorer's view of the SE_4_2 channel that SE turns up most for cats."""
+    from seresnet.widgets import channel_explorer
+
+    model, images, labels, stats = _sample_excitation_stats()
+    block, cls = "SE_4_2", CIFAR10_CLASSES.index("cat")
+    channel = int((stats.mean[block][cls] - stats.overall_mean[block]).argmax())  # chosen as notebook 07 does
+    return channel_explorer(model, images, labels, CIFAR10_CLASSES, block=block, channel=channel, cls=cls).figure
+
+
 FIGURES: dict[str, Callable[[], Figure]] = {
     "se_integration_variants.png": se_integration_variants,
     "se_resnet50_stage_costs.png": se_resnet50_stage_costs,
@@ -101,6 +111,7 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "excitation_profiles.png": excitation_profiles,
     "se_knockout.png": se_knockout,
     "ablations.png": ablations,
+    "what_a_channel_sees.png": what_a_channel_sees,
 }
 
 
