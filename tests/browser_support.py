@@ -341,7 +341,9 @@ def start_jupyterlab(root_dir: Path, state_dir: Path, python: str | None = None,
         target = dirs["settings"] / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(values))
-    env = dict(os.environ)
+    from seresnet.lab import lab_environment
+
+    env = lab_environment()  # the settings `python -m seresnet.lab` gives users (widget state saved)
     env.update(
         JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
         JUPYTER_CONFIG_DIR=str(dirs["config"]),  # ignore any personal jupyter_server_config

@@ -112,6 +112,18 @@ def test_server_keeps_token_auth(server) -> None:
     assert status_with == 200 and listing["type"] == "directory"
 
 
+def test_server_saves_widget_state(server) -> None:
+    """Started as `python -m seresnet.lab` starts it, JupyterLab saves widget state into notebooks, so a notebook
+    saved with its explorers shows them again when reopened instead of "model not found"."""
+    from seresnet.lab import WIDGET_MANAGER_PLUGIN
+
+    status, settings = server.api("GET", f"lab/api/settings/{WIDGET_MANAGER_PLUGIN}")
+    assert status == 200, f"settings API answered {status}"
+    # the package's override changes the default the server hands the page (the extension ships False)
+    default = settings["schema"]["properties"]["saveState"]["default"]
+    assert default is True, f"saveState defaults to {default!r}: the package's labconfig override was not read"
+
+
 @pytest.mark.timeout(720)  # above the sum of the internal waits, which fail with a screenshot
 @pytest.mark.parametrize("pattern", _notebook_params())
 def test_widgets_render_and_respond(pattern: str, server, browser, lab_root: Path) -> None:
