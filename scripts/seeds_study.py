@@ -16,39 +16,22 @@ t-interval over seeds (the seed-to-seed spread, which a single pair of runs cann
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import statistics
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from seresnet.train import TrainConfig, atomic_write_json, train
-
-# Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (a table: no scipy dependency).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+from seresnet.study import accuracies, evaluation_sets, paired_over_seeds, run_key, run_or_load, spread
+from seresnet.train import atomic_write_json
 
 
 def summarise(runs: dict[str, dict], models: list[str], seeds: list[int]) -> dict[str, dict]:
     """Per evaluation set: each model's mean and spread over seeds, and the paired SE-minus-plain difference."""
     se, plain = models
-    sets = sorted({s for r in runs.values() for s in r["evaluations"]})
     out = {}
-    for set_name in sets:
-        acc = {m: {s: runs[f"{m}-s{s}"]["evaluations"][set_name]["accuracy"] for s in seeds
-                   if f"{m}-s{s}" in runs and set_name in runs[f"{m}-s{s}"]["evaluations"]} for m in models}
-        both = sorted(set(acc[se]) & set(acc[plain]))
-        diffs = [acc[se][s] - acc[plain][s] for s in both]
-        entry = {m: {"seeds": sorted(acc[m]), "mean": statistics.fmean(acc[m].values()) if acc[m] else None,
-                     "sd": statistics.stdev(acc[m].values()) if len(acc[m]) > 1 else None} for m in models}
-        mean = statistics.fmean(diffs) if diffs else None
-        if len(diffs) > 1:
-            half = T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-            interval = [mean - half, mean + half]
-        else:
-            interval = None  # undefined with fewer than two paired seeds
-        entry["difference"] = {"of": f"{se} - {plain}", "paired_seeds": both, "per_seed": diffs, "mean": mean,
-                               "ci95": interval}
+    for set_name in evaluation_sets(runs):
+        acc = {m: {s: a for s, a in accuracies(runs, m, set_name).items() if s in seeds} for m in models}
+        entry: dict = {m: spread(acc[m]) for m in models}
+        entry["difference"] = {"of": f"{se} - {plain}", **paired_over_seeds(acc[se], acc[plain])}
         out[set_name] = entry
     return out
 
@@ -73,24 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, dict] = {}
     for seed in args.seeds:
         for model in args.models:
-            key, folder = f"{model}-s{seed}", args.runs / f"{model}-s{seed}"
-            if not (folder / "metadata.json").is_file():
-                cfg = TrainConfig(model=model, seed=seed, out=str(folder), **recipe)
-                try:
-                    train(cfg, resume=(folder / "checkpoint.pt").is_file(), progress=False)
-                except (ValueError, OSError, FloatingPointError) as exc:
-                    print(f"error: {key}: {exc}", file=sys.stderr)
-                    return 2
-            meta = json.loads((folder / "metadata.json").read_text())
-            runs[key] = {"model": model, "seed": seed, "evaluations": meta["evaluations"],
-                         "wall_time_s": meta["wall_time_s"], "machine": meta["machine"]}
-            state = {"format": "seresnet.seeds_study/1", "recipe": {k: v for k, v in meta["recipe"].items()
-                                                                   if k not in ("model", "seed", "out")},
+            key = run_key(model, seed)
+            try:
+                runs[key] = run_or_load(model, seed, args.runs, recipe)
+            except (ValueError, OSError, FloatingPointError) as exc:
+                print(f"error: {key}: {exc}", file=sys.stderr)
+                return 2
+            state = {"format": "seresnet.seeds_study/1", "recipe": runs[key].pop("recipe"),
                      "models": args.models, "seeds": args.seeds, "runs": runs,
                      "summary": summarise(runs, args.models, args.seeds),
                      "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             atomic_write_json(args.out, state)
-            print(f"{key}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in meta["evaluations"].items()))
+            print(f"{key}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in runs[key]["evaluations"].items()))
     return 0
 
 

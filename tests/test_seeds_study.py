@@ -39,6 +39,6 @@ def test_sweep_is_idempotent(study, tiny_folder: Path, tmp_path: Path, monkeypat
     first = json.loads(out.read_text())
     assert sorted(first["runs"]) == ["resnet20-s0", "resnet20-s1", "se_resnet20-s0", "se_resnet20-s1"]
     assert first["summary"]["val"]["difference"]["paired_seeds"] == [0, 1]
-    monkeypatch.setattr(study, "train", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr("seresnet.train.train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert study.main(args) == 0
     assert json.loads(out.read_text())["runs"] == first["runs"]

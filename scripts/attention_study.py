@@ -1,0 +1,96 @@
+"""The channel-attention family on CIFAR-10: every variant, plain ResNet-20 and SE-ResNet-20, several seeds each.
+
+    python scripts/attention_study.py --data ../shared/data/cifar10-lossless --runs ../runs/seeds --seeds 0 1 2 \
+        --epochs 15 --compile --threads 2 \
+        --test-data lossless-test-subset=../shared/data/cifar10-lossless/test-subset \
+        --test-data jpeg-test=../shared/data/cifar10-jpeg
+
+One recipe for all (the seeds study's: pass the same options and the same ``--runs`` folder and its se_resnet20 and
+resnet20 runs are reused, not trained again). Runs go seed by seed, so an interrupted sweep has every variant at the
+first seeds rather than a few variants at all seeds. Idempotent and resumable (``seresnet.study``). After every
+finished run the results so far go to ``--out`` (default ``notebooks/results/attention_study.json``): per run the
+accuracy on every set with its 95% interval; per model its parameters, multiply-adds, mean and spread over seeds;
+and each model's difference to resnet20 and to se_resnet20, paired by seed, with a t-interval over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from seresnet import count_macs, count_params, create_model
+from seresnet.study import accuracies, evaluation_sets, paired_over_seeds, run_key, run_or_load, spread
+from seresnet.train import atomic_write_json
+
+MODELS = ["resnet20", "se_resnet20", "se_var1_resnet20", "se_var2_resnet20", "se_var3_resnet20", "eca_resnet20",
+          "ge_resnet20", "gc_resnet20", "cbam_resnet20", "fca_resnet20", "nosqueeze_resnet20"]
+REFERENCES = ("resnet20", "se_resnet20")
+
+
+def summarise(runs: dict[str, dict], models: list[str]) -> dict[str, dict]:
+    """Per evaluation set and model: mean and spread over seeds, and the paired differences to the references."""
+    out: dict[str, dict] = {}
+    for set_name in evaluation_sets(runs):
+        acc = {m: accuracies(runs, m, set_name) for m in models}
+        out[set_name] = {m: {**spread(acc[m]), **{f"minus_{ref}": paired_over_seeds(acc[m], acc[ref])
+                                                  for ref in REFERENCES if ref in acc and ref != m}}
+                         for m in models}
+    return out
+
+
+def costs(models: list[str]) -> dict[str, dict]:
+    """Parameters and multiply-adds of one 32x32 image (``count_params``, ``count_macs``)."""
+    out = {}
+    for m in models:
+        net = create_model(m)
+        out[m] = {"params": count_params(net), "macs": count_macs(net)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="training data root (lossless CIFAR-10 batches)")
+    p.add_argument("--runs", type=Path, required=True, help="folder for the run folders (outside the work tree)")
+    p.add_argument("--out", type=Path, default=Path("notebooks/results/attention_study.json"))
+    p.add_argument("--models", nargs="+", default=MODELS, help=f"registered model names (default: {' '.join(MODELS)})")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--val-split", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--test-data", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile", action="store_true")
+    args = p.parse_args(argv)
+    missing = [r for r in REFERENCES if r not in args.models]
+    if missing:
+        p.error(f"--models must include the references {missing} (the differences are taken to them)")
+    try:
+        model_costs = costs(args.models)
+    except (KeyError, ValueError) as exc:
+        p.error(str(exc))
+
+    recipe = dict(epochs=args.epochs, val_split=args.val_split, batch_size=args.batch_size,
+                  test_data=tuple(args.test_data), data=args.data, threads=args.threads, compile=args.compile)
+    runs: dict[str, dict] = {}
+    for seed in args.seeds:
+        for model in args.models:
+            key = run_key(model, seed)
+            try:
+                runs[key] = run_or_load(model, seed, args.runs, recipe)
+            except (ValueError, OSError, FloatingPointError) as exc:
+                print(f"error: {key}: {exc}", file=sys.stderr)
+                return 2
+            state = {"format": "seresnet.attention_study/1", "recipe": runs[key].pop("recipe"),
+                     "models": args.models, "seeds": args.seeds, "costs": model_costs, "runs": runs,
+                     "summary": summarise(runs, args.models),
+                     "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            atomic_write_json(args.out, state)
+            print(f"{key}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in runs[key]["evaluations"].items()),
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Multi-seed studies: train (model, seed) runs once each, and compare models paired by seed.
+
+Used by ``scripts/seeds_study.py`` (does SE help SE-ResNet-20?) and ``scripts/attention_study.py`` (the channel
+attention family). A sweep is idempotent and resumable: a finished run (its ``metadata.json`` exists) is never
+trained again, an interrupted one continues with ``--resume``, so a sweep can be split across sessions, and studies
+with the same recipe share their runs.
+
+The comparison of two models is paired by seed (same seed: same initialisation stream, data order and validation
+split): the mean of the per-seed differences with a Student-t 95% interval over seeds, which captures the
+seed-to-seed spread that one pair of runs cannot show. With fewer than two paired seeds the interval is undefined
+(``None``), never zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+# Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (a table: no scipy dependency).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def run_key(model: str, seed: int) -> str:
+    """Name of a (model, seed) run, also its folder name: ``"se_resnet20-s0"``."""
+    return f"{model}-s{seed}"
+
+
+def run_or_load(model: str, seed: int, runs_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Train ``model`` with ``seed`` into ``runs_dir/<model>-s<seed>`` unless that run finished, then return its
+    summary (evaluations, wall time, machine, recipe) from the run's ``metadata.json``.
+
+    ``recipe``: :class:`seresnet.train.TrainConfig` fields other than model, seed and out. Errors of the run
+    (bad data, a changed recipe on resume, divergence) propagate.
+    """
+    from .train import TrainConfig, train
+
+    folder = Path(runs_dir) / run_key(model, seed)
+    if not (folder / "metadata.json").is_file():
+        cfg = TrainConfig(model=model, seed=seed, out=str(folder), **recipe)
+        train(cfg, resume=(folder / "checkpoint.pt").is_file(), progress=False)
+    meta = json.loads((folder / "metadata.json").read_text())
+    return {"model": model, "seed": seed, "evaluations": meta["evaluations"], "wall_time_s": meta["wall_time_s"],
+            "machine": meta["machine"], "recipe": {k: v for k, v in meta["recipe"].items()
+                                                   if k not in ("model", "seed", "out")}}
+
+
+def accuracies(runs: dict[str, dict], model: str, set_name: str) -> dict[int, float]:
+    """Seed -> accuracy of ``model`` on ``set_name`` over the finished runs (keyed as :func:`run_key` names them)."""
+    out = {}
+    for key, r in runs.items():
+        name, _, seed = key.rpartition("-s")
+        if name == model and set_name in r["evaluations"]:
+            out[int(seed)] = r["evaluations"][set_name]["accuracy"]
+    return out
+
+
+def spread(acc: dict[int, float]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds (``None`` where undefined)."""
+    values = list(acc.values())
+    return {"seeds": sorted(acc), "mean": statistics.fmean(values) if values else None,
+            "sd": statistics.stdev(values) if len(values) > 1 else None}
+
+
+def paired_over_seeds(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+    """``a - b`` paired by seed: per-seed differences, their mean and a t 95% interval (``None`` below 2 pairs)."""
+    both = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in both]
+    mean = statistics.fmean(diffs) if diffs else None
+    interval = None
+    if len(diffs) > 1:
+        half = T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+        interval = [mean - half, mean + half]
+    return {"paired_seeds": both, "per_seed": diffs, "mean": mean, "ci95": interval}
+
+
+def evaluation_sets(runs: dict[str, dict]) -> list[str]:
+    return sorted({s for r in runs.values() for s in r["evaluations"]})

@@ -1,0 +1,55 @@
+"""scripts/attention_study.py and seresnet.study: the family sweep reuses finished runs and pairs by seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import load_script
+
+from seresnet import count_params, create_model
+from seresnet.study import paired_over_seeds
+
+
+@pytest.fixture(scope="module")
+def study():
+    return load_script("attention_study")
+
+
+def test_paired_difference_is_undefined_below_two_seeds() -> None:
+    one = paired_over_seeds({0: 0.9}, {0: 0.8, 1: 0.7})
+    assert one["paired_seeds"] == [0] and one["mean"] == pytest.approx(0.1) and one["ci95"] is None
+    two = paired_over_seeds({0: 0.9, 1: 0.8}, {0: 0.8, 1: 0.8})
+    assert two["ci95"][0] < two["mean"] < two["ci95"][1]
+
+
+def test_sweep_shares_runs_and_never_retrains(study, tiny_folder: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    out, runs = tmp_path / "family.json", tmp_path / "runs"
+    common = ["--data", str(tiny_folder), "--runs", str(runs), "--out", str(out), "--epochs", "1",
+              "--val-split", "20", "--threads", "1", "--batch-size", "32", "--seeds", "0"]
+    assert study.main([*common, "--models", "resnet20", "se_resnet20", "eca_resnet20"]) == 0
+    first = json.loads(out.read_text())
+    assert sorted(first["runs"]) == ["eca_resnet20-s0", "resnet20-s0", "se_resnet20-s0"]
+    eca = first["summary"]["val"]["eca_resnet20"]
+    assert eca["minus_resnet20"]["ci95"] is None  # one seed: no interval
+    assert eca["minus_se_resnet20"]["mean"] == pytest.approx(
+        first["runs"]["eca_resnet20-s0"]["evaluations"]["val"]["accuracy"]
+        - first["runs"]["se_resnet20-s0"]["evaluations"]["val"]["accuracy"])
+    assert first["costs"]["eca_resnet20"]["params"] == count_params(create_model("eca_resnet20"))
+    # adding a variant trains only that variant: the three finished runs are loaded, not trained again
+    trained = []
+    from seresnet import train as train_module
+    real_train = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda cfg, **kw: (trained.append(cfg.model), real_train(cfg, **kw)))
+    assert study.main([*common, "--models", "resnet20", "se_resnet20", "eca_resnet20", "ge_resnet20"]) == 0
+    assert trained == ["ge_resnet20"]
+    assert json.loads(out.read_text())["runs"]["eca_resnet20-s0"] == first["runs"]["eca_resnet20-s0"]
+
+
+def test_models_must_include_the_references(study, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        study.main(["--data", "x", "--runs", str(tmp_path), "--models", "eca_resnet20", "se_resnet20"])
+    with pytest.raises(SystemExit):
+        study.main(["--data", "x", "--runs", str(tmp_path), "--models", "resnet20", "se_resnet20", "no_such_net"])
