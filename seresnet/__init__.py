@@ -1,5 +1,6 @@
 """seresnet: Squeeze-and-Excitation ResNets (Hu et al., arXiv 1709.01507) with hooks to look inside them."""
 
+from .attention import ATTENTIONS, build_attention
 from .blocks import INTEGRATIONS, BasicBlock, Bottleneck
 from .hooks import Constant, ExcitationStats, Off, Replace, Scale, SECapture, capture, excitation_stats, steer
 from .model import (
@@ -15,6 +16,8 @@ from .model import (
 from .se import ChannelScale, Excitation, SEBlock, Squeeze, se_hidden_width
 
 __all__ = [
+    "ATTENTIONS",
+    "build_attention",
     "Constant",
     "ExcitationStats",
     "Off",

@@ -534,7 +534,7 @@ def dct_frequencies(selection: str | Sequence[tuple[int, int]]) -> list[tuple[in
 
 def _dct_1d(freq: int, size: int) -> torch.Tensor:
     """Orthonormal DCT-II basis vector ``sqrt((2 - [f = 0]) / N) cos(pi f (n + 1/2) / N)``, n = 0..N-1 (float64)."""
-    n = torch.arange(size, dtype=torch.float64)
+    n = torch.arange(size, dtype=torch.float64, device="cpu")
     scale = math.sqrt((1.0 if freq == 0 else 2.0) / size)
     return scale * torch.cos(math.pi * freq * (n + 0.5) / size)
 
@@ -559,11 +559,20 @@ class DCTSqueeze(nn.Module):
         self.frequencies = frequencies
         # FcaNet scales the 7x7 indices to a larger basis ("(2, 2) in 14x14 is identical to (1, 1) in 7x7")
         step = size // 7
-        groups = torch.tensor_split(torch.arange(channels), len(frequencies))
-        basis = torch.zeros(channels, size, size, dtype=torch.float64)
+        groups = torch.tensor_split(torch.arange(channels, device="cpu"), len(frequencies))
+        # on the CPU even under a device context (e.g. "meta"), so that the values always exist
+        basis = torch.zeros(channels, size, size, dtype=torch.float64, device="cpu")
         for (u, v), idx in zip(frequencies, groups):
             basis[idx] = torch.outer(_dct_1d(u * step, size), _dct_1d(v * step, size))
-        self.register_buffer("basis", basis.float(), persistent=False)
+        self._basis64 = basis  # exact values, so that a conversion to float64 is exact (not rounded via float32)
+        device = torch.empty(0).device  # where the module's parameters would be created (a device context's)
+        self.register_buffer("basis", basis.to(device=device, dtype=torch.get_default_dtype()), persistent=False)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> DCTSqueeze:
+        super()._apply(fn, recurse)
+        # the converted buffer has the new device and dtype; take its values from the float64 original
+        self.basis = self._basis64.to(device=self.basis.device, dtype=self.basis.dtype)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (self.size, self.size):

@@ -23,6 +23,22 @@ matching config (``timm_overrides``):
   bottleneck (``stride_on="1x1"``), stem max pool with ``ceil_mode=True`` and no padding (``stem_pool="ceil"``),
   hidden width ``C // 16``; its basic block (18/34) has a ReLU after bn2, before SE (``basic_branch_relu=True``).
 
+Attention modules other than SE (``SEResNetConfig.attention``): timm's ``resnet.py`` builds ResNets with other
+attention layers in the SE position through ``block_args=dict(attn_layer=...)``. Two of them compute exactly what
+ours do, and convert both ways (``timm_spec_for_config``, ``to_timm``, ``from_timm`` of such a timm model):
+
+* ``"eca"``: timm's ``EcaModule`` (``layerI.J.se.conv.weight``, the same (1, 1, k) 1-D kernel as our
+  ``se.excitation.conv``). timm's kernel size is the paper's formula with a floor of 3, the same for every ImageNet
+  ResNet width (64..2048).
+* ``"cbam"``: timm's ``CbamModule``: channel MLP without biases (``se.channel.fcK``, 1x1 convs, our
+  ``se.excitation.fcK``, linear), hidden ``round(C / 16)`` (= ``C // 16`` for these widths), [mean; max] -> 7x7 conv
+  -> BN -> sigmoid (``se.spatial.conv.conv`` / ``.bn``, our ``se.spatial_gate.conv`` / ``.bn``).
+
+The others have no exact counterpart in timm and are refused (see ``_NO_TIMM``): timm's ``"gc"`` multiplies by a
+sigmoid gate (``fuse_scale``) where GCNet adds, and its adding variant ``"gca"`` normalises with LayerNorm eps 1e-6
+(GCNet's ``nn.LayerNorm``: 1e-5) and C/8 hidden units; timm's ``"ge"`` has an MLP (the parameter-free GE-theta-minus
+is not among its layers); timm has no FcaNet, SE-Var or NoSqueeze layer.
+
 Loading goes through ``load_state_dict_strict``, which checks every key and shape first and raises a
 ``StateDictMismatchError`` (a ``ValueError``) naming the missing, unexpected and mis-shaped keys with their shapes.
 timm is optional: only the functions that build timm models import it.
@@ -50,11 +66,13 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .attention import ATTENTION_OPTIONS
 from .model import IMAGENET_LAYERS, SEResNet, SEResNetConfig
 from .se import se_hidden_width
 
 __all__ = [
     "StateDictMismatchError",
+    "TIMM_ATTENTIONS",
     "TIMM_NAMES",
     "TORCHVISION_NAMES",
     "check_state_dict",
@@ -67,6 +85,7 @@ __all__ = [
     "timm_config",
     "timm_name_for_config",
     "timm_overrides",
+    "timm_spec_for_config",
     "to_timm",
     "to_timm_state_dict",
     "to_torchvision",
@@ -78,10 +97,32 @@ DEPTHS: tuple[int, ...] = tuple(IMAGENET_LAYERS)
 TORCHVISION_NAMES: tuple[str, ...] = tuple(f"resnet{d}" for d in DEPTHS)
 TIMM_NAMES: tuple[str, ...] = tuple(f"{p}resnet{d}" for p in ("se", "legacy_se", "") for d in DEPTHS)
 _MAX_LISTED = 20  # keys listed per category in an error message; a wrong model can mismatch hundreds
+#: Attention modules besides SE with an exact timm counterpart (``timm.create_model("resnetN", block_args=dict(
+#: attn_layer=...))``), by our name -> timm's ``attn_layer``.
+TIMM_ATTENTIONS: dict[str, str] = {"eca": "eca", "cbam": "cbam"}
+# Why the other attention modules do not convert.
+_NO_TIMM: dict[str, str] = {
+    "gc": "timm's 'gc' layer multiplies the map by a sigmoid gate (fuse_scale) where GCNet adds the context, and its "
+          "adding variant 'gca' uses LayerNorm eps 1e-6 (GCNet's nn.LayerNorm: 1e-5) and C/8 hidden units",
+    "ge": "timm's 'ge' layer has an MLP; the parameter-free GE-theta-minus is not among its layers",
+    "fca": "timm has no FcaNet layer",
+    "se_var1": "timm has no SE-Var layers",
+    "se_var2": "timm has no SE-Var layers",
+    "se_var3": "timm has no SE-Var layers",
+    "nosqueeze": "timm has no NoSqueeze layer",
+}
 
 # SE FC layers: ours "....se.excitation.fcK.{weight,bias}", timm "....se.fcK." / legacy "....se_module.fcK."
 _OUR_SE = re.compile(r"^(?P<pre>.*)\.se\.excitation\.(?P<fc>fc[12])\.(?P<param>weight|bias)$")
 _TIMM_SE = re.compile(r"^(?P<pre>.*)\.(?P<se>se|se_module)\.(?P<fc>fc[12])\.(?P<param>weight|bias)$")
+# ECA and CBAM (ours <-> timm resnet.py with attn_layer='eca' / 'cbam')
+_OUR_ECA = re.compile(r"^(?P<pre>.*)\.se\.excitation\.conv\.weight$")
+_TIMM_ECA = re.compile(r"^(?P<pre>.*)\.se\.conv\.weight$")
+_TIMM_CBAM_FC = re.compile(r"^(?P<pre>.*)\.se\.channel\.(?P<fc>fc[12])\.weight$")
+_OUR_CBAM_SPATIAL = re.compile(r"^(?P<pre>.*)\.se\.spatial_gate\.(?P<layer>conv|bn)\.(?P<param>.+)$")
+_TIMM_CBAM_SPATIAL = re.compile(r"^(?P<pre>.*)\.se\.spatial\.conv\.(?P<layer>conv|bn)\.(?P<param>.+)$")
+# any key of an attention module of ours (what remains of them after the renaming has no place in timm)
+_OUR_ATTENTION_KEY = re.compile(r"\.se\.(squeeze|excitation|scale|spatial_gate)\.")
 
 
 # --- strict loading with readable errors --------------------------------------------------------------------------
@@ -191,8 +232,9 @@ def from_torchvision_state_dict(state_dict: StateDict) -> OrderedDict:
 
 
 def to_torchvision_state_dict(state_dict: StateDict) -> OrderedDict:
-    """Our plain-ResNet state dict -> torchvision's. SE weights have no place there and raise a ``ValueError``."""
-    se_keys = [k for k in state_dict if _OUR_SE.match(k)]
+    """Our plain-ResNet state dict -> torchvision's. SE weights (or any attention module's) have no place there and
+    raise a ``ValueError``."""
+    se_keys = [k for k in state_dict if ".se." in k]
     if se_keys:
         raise ValueError(f"torchvision ResNets have no SE blocks, but this state dict has {len(se_keys)} SE keys "
                          f"(e.g. {se_keys[0]!r}); use to_timm_state_dict for SE-ResNets")
@@ -368,7 +410,9 @@ def from_timm_state_dict(state_dict: StateDict, legacy: bool | None = None) -> O
     """timm ``seresnetN`` / ``resnetN`` (``legacy=False``) or ``legacy_seresnetN`` (``legacy=True``) -> ours.
 
     ``legacy=None`` detects the naming scheme from the keys. SE 1x1 conv weights (out, in, 1, 1) become linear
-    weights (out, in). Keys that match no rule are kept, so that a strict load reports them.
+    weights (out, in). The ECA and CBAM layers of timm's ``resnetN`` with ``attn_layer='eca'`` / ``'cbam'`` become
+    our ``attention="eca"`` / ``"cbam"`` modules' keys. Keys that match no rule are kept, so that a strict load
+    reports them.
     """
     detected = _is_legacy_timm(state_dict)
     if legacy is None:
@@ -379,10 +423,19 @@ def from_timm_state_dict(state_dict: StateDict, legacy: bool | None = None) -> O
 
     def transform(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
         m = _TIMM_SE.match(key)
-        if m is None or m["se"] != ("se_module" if legacy else "se"):
+        if m is not None and m["se"] == ("se_module" if legacy else "se"):
+            key = f"{m['pre']}.se.excitation.{m['fc']}.{m['param']}"
+            return key, (_se_conv_to_linear(key, value) if m["param"] == "weight" else value)
+        if legacy:
             return key, value
-        key = f"{m['pre']}.se.excitation.{m['fc']}.{m['param']}"
-        return key, (_se_conv_to_linear(key, value) if m["param"] == "weight" else value)
+        if m := _TIMM_ECA.match(key):
+            return f"{m['pre']}.se.excitation.conv.weight", value
+        if m := _TIMM_CBAM_FC.match(key):
+            key = f"{m['pre']}.se.excitation.{m['fc']}.weight"
+            return key, _se_conv_to_linear(key, value)
+        if m := _TIMM_CBAM_SPATIAL.match(key):
+            return f"{m['pre']}.se.spatial_gate.{m['layer']}.{m['param']}", value
+        return key, value
 
     return _rename(state_dict, _LEGACY_TO_OURS if legacy else _TIMM_TO_OURS, transform)
 
@@ -390,20 +443,41 @@ def from_timm_state_dict(state_dict: StateDict, legacy: bool | None = None) -> O
 def to_timm_state_dict(state_dict: StateDict, legacy: bool = False) -> OrderedDict:
     """Our state dict -> timm ``seresnetN`` / ``resnetN`` (``legacy=False``) or ``legacy_seresnetN`` (True).
 
-    SE linear weights (out, in) become 1x1 conv weights (out, in, 1, 1). The model the weights come from must have
-    the matching config (see ``timm_overrides``); ``to_timm`` checks that.
+    SE linear weights (out, in) become 1x1 conv weights (out, in, 1, 1); ECA and CBAM modules become the layers of
+    timm's ``resnetN`` with ``attn_layer='eca'`` / ``'cbam'`` (a unit is CBAM when it has ``se.spatial_gate``
+    keys). The model the weights come from must have the matching config (see ``timm_overrides``); ``to_timm``
+    checks that. Weights of the attention modules without a timm counterpart raise a ``ValueError``.
     """
     rules = [(new, old) for old, new in (_LEGACY_TO_OURS if legacy else _TIMM_TO_OURS)]
     se_name = "se_module" if legacy else "se"
+    cbam_units = {m["pre"] for k in state_dict if (m := _OUR_CBAM_SPATIAL.match(k))}
+    if legacy and cbam_units:
+        raise ValueError("timm's legacy_seresnet (senet.py) has SE blocks only; this state dict has CBAM blocks")
 
     def transform(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
-        m = _OUR_SE.match(key)
-        if m is None:
-            return key, value
-        key = f"{m['pre']}.{se_name}.{m['fc']}.{m['param']}"
-        return key, (_se_linear_to_conv(key, value) if m["param"] == "weight" else value)
+        if m := _OUR_SE.match(key):
+            if m["pre"] in cbam_units:  # CBAM's channel MLP: no biases, timm's "se.channel.fcK"
+                key = f"{m['pre']}.se.channel.{m['fc']}.{m['param']}"
+            else:
+                key = f"{m['pre']}.{se_name}.{m['fc']}.{m['param']}"
+            return key, (_se_linear_to_conv(key, value) if m["param"] == "weight" else value)
+        if not legacy and (m := _OUR_ECA.match(key)):
+            return f"{m['pre']}.se.conv.weight", value
+        if m := _OUR_CBAM_SPATIAL.match(key):
+            return f"{m['pre']}.se.spatial.conv.{m['layer']}.{m['param']}", value
+        if _OUR_ATTENTION_KEY.search(key):
+            raise ValueError(f"{key}: this attention module has no counterpart in timm (only SE, ECA and CBAM "
+                             f"convert exactly; see seresnet.convert)")
+        return key, value
 
-    return _rename(state_dict, rules, transform)
+    out = _rename(state_dict, rules, transform)
+    # SE's FCs have biases; FCs without them (FcaNet's excitation) have the same names but no timm counterpart
+    no_bias = sorted(k for k in state_dict if (m := _OUR_SE.match(k)) and m["param"] == "weight"
+                     and m["pre"] not in cbam_units and f"{m['pre']}.se.excitation.{m['fc']}.bias" not in state_dict)
+    if no_bias:
+        raise ValueError(f"{no_bias[0]}: an excitation FC without bias (e.g. FcaNet's) is not an SE layer; this "
+                         "attention module has no counterpart in timm (only SE, ECA and CBAM convert exactly)")
+    return out
 
 
 def _timm() -> Any:
@@ -427,14 +501,29 @@ def _parse_timm_name(timm_name: str) -> tuple[str, int]:
     return m[1], int(m[2])
 
 
-def timm_overrides(timm_name: str) -> dict[str, Any]:
+def timm_overrides(timm_name: str, attn_layer: str | None = None) -> dict[str, Any]:
     """Config fields that make ``SEResNetConfig(**timm_overrides(name))`` the architecture of a timm model.
 
-    Supports ``seresnetN``, ``legacy_seresnetN`` and ``resnetN`` for N in 18, 34, 50, 101, 152.
+    Supports ``seresnetN``, ``legacy_seresnetN`` and ``resnetN`` for N in 18, 34, 50, 101, 152; ``resnetN`` with
+    ``attn_layer="eca"`` or ``"cbam"`` is timm's ``create_model("resnetN", block_args=dict(attn_layer=...))``.
     """
     kind, depth = _parse_timm_name(timm_name)
+    if attn_layer is not None:
+        if kind != "" or attn_layer not in TIMM_ATTENTIONS.values():
+            raise ValueError(f"attn_layer goes with a plain timm 'resnetN' and must be one of "
+                             f"{tuple(TIMM_ATTENTIONS.values())}, got {timm_name!r} with attn_layer={attn_layer!r}")
+        kind = attn_layer
+    return _overrides(kind, depth)
+
+
+def _overrides(kind: str, depth: int) -> dict[str, Any]:
+    """``timm_overrides`` for a kind of timm ResNet: "se", "legacy_se", "" (plain), "eca" or "cbam"."""
     base: dict[str, Any] = dict(style="imagenet", depth=depth, reduction=16, squeeze="avg", gate="sigmoid",
                                 se_stages=None)
+    if kind in TIMM_ATTENTIONS:
+        # timm's EcaModule / CbamModule defaults: sigmoid gates, CBAM's hidden round(C / 16) = C // 16 here
+        return {**base, "integration": "standard", "stride_on": "3x3", "stem_pool": "pad", "se_min_hidden": 1,
+                "attention": kind}
     if kind == "legacy_se":
         # senet.py's basic block (SEResNetBlock) has a ReLU after bn2, before SE and the addition
         return {**base, "integration": "standard", "stride_on": "1x1", "stem_pool": "ceil", "se_min_hidden": 1,
@@ -459,10 +548,12 @@ def _structure(cfg: SEResNetConfig) -> dict[str, Any]:
     if cfg.block == "bottleneck":
         s["stride_on"] = cfg.stride_on
     if cfg.has_se:
-        s.update(integration=cfg.integration, squeeze=cfg.squeeze, gate=cfg.gate,
-                 se_stages=cfg.se_stages or cfg.stage_numbers,
-                 se_hidden=tuple(se_hidden_width(w * (4 if cfg.block == "bottleneck" else 1), cfg.reduction,
-                                                 cfg.se_min_hidden) for w in cfg.widths))
+        used = ATTENTION_OPTIONS[cfg.attention]
+        s.update(integration=cfg.integration, attention=cfg.attention, se_stages=cfg.se_stages or cfg.stage_numbers)
+        s.update({k: getattr(cfg, k) for k in ("squeeze", "gate") if k in used})
+        if "reduction" in used:
+            s["se_hidden"] = tuple(se_hidden_width(w * (4 if cfg.block == "bottleneck" else 1), cfg.reduction,
+                                                   cfg.se_min_hidden) for w in cfg.widths)
     return s
 
 
@@ -472,23 +563,66 @@ def _structure_diff(cfg: SEResNetConfig, target: SEResNetConfig) -> str:
     return ", ".join(diffs)
 
 
-def timm_name_for_config(cfg: SEResNetConfig | SEResNet) -> str:
-    """The timm model name with the same architecture as ``cfg`` (a config or a model); a ``ValueError`` says why
-    there is none."""
+def timm_spec_for_config(cfg: SEResNetConfig | SEResNet) -> tuple[str, dict[str, Any]]:
+    """``(name, kwargs)`` such that ``timm.create_model(name, **kwargs)`` has the architecture of ``cfg`` (a config
+    or a model): ``("seresnet50", {})``, or ``("resnet50", {"block_args": {"attn_layer": "eca"}})`` for ECA and
+    CBAM models. A ``ValueError`` says why there is none."""
     if isinstance(cfg, SEResNet):
         cfg = cfg.config
     if not isinstance(cfg, SEResNetConfig):
         raise TypeError(f"expected an SEResNetConfig or SEResNet, got {type(cfg).__name__}")
     if cfg.style != "imagenet" or cfg.depth not in IMAGENET_LAYERS:
         raise ValueError(f"timm has no equivalent of a {cfg.style}-style depth-{cfg.depth} model")
+    if cfg.has_se and cfg.attention in _NO_TIMM:
+        raise ValueError(f"timm has no exact counterpart of attention={cfg.attention!r}: {_NO_TIMM[cfg.attention]}")
+    if cfg.has_se and cfg.attention in TIMM_ATTENTIONS:
+        layer = TIMM_ATTENTIONS[cfg.attention]
+        diff = _structure_diff(cfg, SEResNetConfig(**_overrides(cfg.attention, cfg.depth)))
+        if diff:
+            raise ValueError(f"no timm model has this architecture:\n  resnet{cfg.depth} with "
+                             f"attn_layer={layer!r}: {diff}")
+        return f"resnet{cfg.depth}", {"block_args": {"attn_layer": layer}}
     names = [f"{p}resnet{cfg.depth}" for p in ("se", "legacy_se", "")]
     reasons = []
     for name in names:
         diff = _structure_diff(cfg, timm_config(name))
         if not diff:
-            return name
+            return name, {}
         reasons.append(f"  {name}: {diff}")
     raise ValueError("no timm model has this architecture:\n" + "\n".join(reasons))
+
+
+def timm_name_for_config(cfg: SEResNetConfig | SEResNet) -> str:
+    """The timm model name with the same architecture as ``cfg`` (a config or a model); a ``ValueError`` says why
+    there is none. ECA and CBAM models have no name of their own in timm (see ``timm_spec_for_config``)."""
+    name, kwargs = timm_spec_for_config(cfg)
+    if kwargs:
+        raise ValueError(f"timm has no model name for this architecture: it is timm.create_model({name!r}, "
+                         f"**{kwargs!r}) (timm_spec_for_config gives both)")
+    return name
+
+
+def _timm_attention_kind(timm_model: nn.Module) -> str:
+    """The kind of a non-legacy timm ResNet by the class of its ``.se`` layers: "se", "eca", "cbam" or "" (none);
+    a ``ValueError`` for attention layers without an exact counterpart here."""
+    kinds = {type(m).__name__ for n, m in timm_model.named_modules() if n.rsplit(".", 1)[-1] == "se"}
+    known = {"SEModule": "se", "EcaModule": "eca", "CbamModule": "cbam"}
+    if not kinds:
+        return ""
+    if len(kinds) > 1 or not kinds <= set(known):
+        raise ValueError(f"timm attention layers {sorted(kinds)} have no exact counterpart here; supported: "
+                         f"SEModule (seresnetN), EcaModule (attn_layer='eca') and CbamModule (attn_layer='cbam')")
+    kind = known[kinds.pop()]
+    for n, m in timm_model.named_modules():
+        if n.rsplit(".", 1)[-1] != "se":
+            continue
+        gates = [m.gate] if kind in ("se", "eca") else [m.channel.gate, m.spatial.gate]
+        if kind == "eca" and getattr(m, "conv2", None) is not None:
+            raise ValueError(f"{n}: timm's ECA with an MLP ('ecam') is not ECA; it has no counterpart here")
+        if not all(type(g).__name__ == "Sigmoid" for g in gates):
+            raise ValueError(f"{n}: gates {[type(g).__name__ for g in gates]} are not sigmoids; only timm's "
+                             "default sigmoid gates have a counterpart here")
+    return kind
 
 
 def _infer_config(sd: StateDict) -> SEResNetConfig:
@@ -548,8 +682,9 @@ def from_timm(model_or_name: nn.Module | str, pretrained: bool = False,
     """Our model with the architecture and weights of a timm (SE-)ResNet.
 
     Args:
-        model_or_name: a timm model (``seresnetN``, ``legacy_seresnetN``, ``resnetN``) or its name, optionally with
-            a pretrained tag (``"seresnet50.a1_in1k"``).
+        model_or_name: a timm model (``seresnetN``, ``legacy_seresnetN``, ``resnetN``, also ``resnetN`` built with
+            ``block_args=dict(attn_layer="eca" | "cbam")``, which gives our ``attention="eca"`` / ``"cbam"``) or its
+            name, optionally with a pretrained tag (``"seresnet50.a1_in1k"``).
         pretrained: with a name, download timm's pretrained weights (needs internet access to the Hugging Face
             hub, or the files in its cache); a ``ConnectionError`` says so when the hub cannot be reached.
         weights_file: with a name, instead of ``pretrained``: a local timm state dict file for that model
@@ -591,19 +726,21 @@ def from_timm(model_or_name: nn.Module | str, pretrained: bool = False,
     legacy = _is_legacy_timm(timm_sd)
     sd = from_timm_state_dict(timm_sd, legacy=legacy)
     shape = _infer_config(sd)
-    if overrides is None:  # a model instance: its name from its structure
-        has_se = any(_OUR_SE.match(k) for k in sd)
-        overrides = timm_overrides(f"{'legacy_se' if legacy else 'se' if has_se else ''}resnet{shape.depth}")
+    if overrides is None or not legacy:
+        # a model instance, or a resnet.py model built by name (block_args may add ECA or CBAM layers to "resnetN"):
+        # the architecture from the layers themselves
+        overrides = _overrides("legacy_se" if legacy else _timm_attention_kind(timm_model), shape.depth)
     cfg = SEResNetConfig(**overrides).replace(num_classes=shape.num_classes, in_chans=shape.in_chans)
     model = load_state_dict_strict(SEResNet(cfg), sd)
     return model.train(timm_model.training)
 
 
 def to_timm(model: SEResNet) -> nn.Module:
-    """A timm model with ``model``'s architecture (``timm_name_for_config``), weights and train/eval mode."""
+    """A timm model with ``model``'s architecture (``timm_spec_for_config``), weights and train/eval mode."""
     timm = _timm()
     cfg = model.config
-    name = timm_name_for_config(cfg)
-    timm_model = timm.create_model(name, pretrained=False, num_classes=cfg.num_classes, in_chans=cfg.in_chans)
+    name, kwargs = timm_spec_for_config(cfg)
+    timm_model = timm.create_model(name, pretrained=False, num_classes=cfg.num_classes, in_chans=cfg.in_chans,
+                                   **kwargs)
     load_state_dict_strict(timm_model, to_timm_state_dict(model.state_dict(), legacy=name.startswith("legacy")))
     return timm_model.train(model.training)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from seresnet import SEResNet, count_params, create_model
+from seresnet import SEResNet, SEResNetConfig, count_params, create_model
 from seresnet.convert import (
     StateDictMismatchError,
     from_timm,
@@ -30,6 +30,7 @@ from seresnet.convert import (
     timm_config,
     timm_name_for_config,
     timm_overrides,
+    timm_spec_for_config,
     to_timm,
     to_timm_state_dict,
     to_torchvision,
@@ -498,3 +499,72 @@ def test_wrong_architecture_is_reported_not_loaded() -> None:
     with pytest.raises(StateDictMismatchError, match=r"unexpected keys \(shape\) \(36\):\n    layer1\.0\.se"):
         load_state_dict_strict(target, create_model("se_resnet20").state_dict())
     assert_state_dicts_equal(before, target.state_dict())
+
+
+# --- ECA and CBAM ResNets (timm's resnetN with block_args=dict(attn_layer=...)) ----------------------------------
+def timm_attention_model(depth: int, attn_layer: str, **kw) -> nn.Module:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return randomise(timm.create_model(f"resnet{depth}", pretrained=False, block_args=dict(attn_layer=attn_layer),
+                                       **kw))
+
+
+@pytest.mark.parametrize(("depth", "attn_layer"), [(18, "eca"), (50, "eca"), (18, "cbam"), (50, "cbam")])
+def test_timm_eca_and_cbam_resnets_to_ours_and_back(depth: int, attn_layer: str) -> None:
+    t = timm_attention_model(depth, attn_layer, num_classes=7)
+    ours = from_timm(t)
+    assert ours.config.attention == attn_layer and ours.config.depth == depth and ours.config.num_classes == 7
+    assert count_params(ours) == count_params(t)
+    if attn_layer == "cbam":  # the spatial BN got random statistics too: a dropped or swapped BN would show
+        assert ours.layer4[0].se.spatial_gate.bn.running_var.min() > 0.5
+    assert_same_outputs(t, ours)
+    # back: the same state dict, and a timm model with the same outputs
+    assert_state_dicts_equal(to_timm_state_dict(ours.state_dict()), t.state_dict())
+    assert timm_spec_for_config(ours) == (f"resnet{depth}", {"block_args": {"attn_layer": attn_layer}})
+    t2 = to_timm(ours)
+    assert type(t2.layer1[0].se) is type(t.layer1[0].se)
+    assert_same_outputs(t, t2)
+    # our registered model of that name has the same architecture
+    assert SEResNetConfig(**timm_overrides(f"resnet{depth}", attn_layer=attn_layer)) == \
+        create_model(f"{attn_layer}_resnet{depth}").config.replace(num_classes=1000)
+
+
+def test_timm_eca_kernel_and_cbam_keys() -> None:
+    t = timm_attention_model(18, "cbam")
+    sd = from_timm_state_dict(t.state_dict())
+    assert sd["layer2.0.se.excitation.fc1.weight"].shape == (8, 128)  # (out, in, 1, 1) -> (out, in)
+    assert "layer2.0.se.spatial_gate.conv.weight" in sd and "layer2.0.se.spatial_gate.bn.running_mean" in sd
+    eca = from_timm_state_dict(timm_attention_model(50, "eca").state_dict())
+    # timm's kernel sizes are the paper's for these widths: 256 -> 5, 2048 -> 7
+    assert eca["layer1.0.se.excitation.conv.weight"].shape == (1, 1, 5)
+    assert eca["layer4.2.se.excitation.conv.weight"].shape == (1, 1, 7)
+
+
+@pytest.mark.parametrize("attention", ["gc", "ge", "fca", "se_var2", "nosqueeze"])
+def test_attention_without_a_timm_counterpart_is_refused(attention: str) -> None:
+    model = create_model("se_resnet18", attention=attention)
+    with pytest.raises(ValueError, match=f"timm has no exact counterpart of attention='{attention}'"):
+        to_timm(model)
+    if any(p.numel() for p in model.se_blocks()["SE_2_1"].parameters()):
+        with pytest.raises(ValueError, match="this attention module has no counterpart in timm"):
+            to_timm_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="torchvision ResNets have no SE blocks"):
+        to_torchvision_state_dict(create_model("eca_resnet18").state_dict())
+
+
+@pytest.mark.parametrize("attn_layer", ["gc", "gca", "ceca", "ecam"])
+def test_timm_attention_layers_without_a_counterpart_are_refused(attn_layer: str) -> None:
+    """timm's GC multiplies (or, as 'gca', uses another LayerNorm eps and width), its circular ECA pads differently,
+    'ecam' has an MLP: none is the module of the same name here."""
+    with pytest.raises(ValueError, match="no exact counterpart here|is not ECA"):
+        from_timm(timm_attention_model(18, attn_layer))
+
+
+def test_timm_spec_and_name_for_attention_configs() -> None:
+    with pytest.raises(ValueError, match=r"it is timm.create_model\('resnet50', \*\*\{'block_args'"):
+        timm_name_for_config(create_model("eca_resnet50"))
+    with pytest.raises(ValueError, match=r"attn_layer='cbam': se_hidden=\(8, 16, 32, 64\) \(needs \(16, 32, 64, 128\)"):
+        timm_spec_for_config(create_model("cbam_resnet50", reduction=32))
+    with pytest.raises(ValueError, match="attn_layer goes with a plain timm 'resnetN'"):
+        timm_overrides("seresnet50", attn_layer="eca")
+    assert timm_spec_for_config(create_model("se_resnet50", se_min_hidden=8)) == ("seresnet50", {})
