@@ -29,6 +29,7 @@ from torch import nn
 
 from .data import normalize
 from .hooks import capture, se_block_names
+from .se import SEBlock
 
 INDEPENDENT_SPREAD = 1e-4  # an excitation that moves less than this across images carries no image information
 HIGH, LOW = 0.9, 0.1
@@ -147,6 +148,11 @@ def record_gate_history(
     blocks = se_block_names(model)
     if not blocks:
         raise ValueError("the model has no SE blocks: nothing to record")
+    others = sorted({type(m).__name__ for m in model.se_blocks().values() if not isinstance(m, SEBlock)})
+    if others:
+        # the history counts SE's hidden units (dead ReLUs after fc1); the other attention modules have none or others
+        raise ValueError(f"the gate history follows SE blocks (their hidden units); this model has {', '.join(others)} "
+                         "in their place (config.attention)")
     hidden = {b: int(m.excitation.fc1.out_features) for b, m in model.se_blocks().items()}
     epochs: list[int] = []
     per_epoch: list[dict[str, dict[str, torch.Tensor]]] = []

@@ -675,3 +675,12 @@ def test_gc_model_starts_as_the_plain_resnet() -> None:
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(m(x), plain(x), rtol=0, atol=0)
+
+
+def test_gate_history_refuses_other_attention_modules() -> None:
+    from seresnet.gate_history import record_gate_history
+
+    m = create_model("eca_resnet20")
+    images, labels = torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="the gate history follows SE blocks .* this model has ECABlock"):
+        record_gate_history(m, [(1, m.state_dict())], images, labels)
