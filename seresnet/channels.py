@@ -99,6 +99,22 @@ def _merge_topk(best: tuple[torch.Tensor, torch.Tensor] | None, values: torch.Te
     return v, index.gather(1, pos)
 
 
+def per_channel(values: torch.Tensor) -> torch.Tensor:
+    """(B, C) per image and channel from a captured squeeze or excitation of any attention module.
+
+    SE-like gates are (B, C) already. Spatial gates (B, C, H, W) (NoSqueeze) are averaged over positions: the
+    channel's mean weight on that image. Several descriptors per channel (B, D, C) (CBAM squeezes by average and by
+    max) give the first, the average-pooled one that SE uses.
+    """
+    if values.ndim == 2:
+        return values
+    if values.ndim == 4:
+        return values.mean(dim=(2, 3))
+    if values.ndim == 3:
+        return values[:, 0]
+    raise ValueError(f"expected (B, C), (B, D, C) or (B, C, H, W) values, got shape {tuple(values.shape)}")
+
+
 @torch.no_grad()
 def channel_examples(model: nn.Module, images: torch.Tensor, blocks: hooks.BlockSpec = None, k: int = 8,
                      batch_size: int = 250) -> dict[str, ChannelExamples]:
@@ -116,7 +132,7 @@ def channel_examples(model: nn.Module, images: torch.Tensor, blocks: hooks.Block
         with hooks.capture(model, names) as cap:
             model(normalize(images[start:start + batch_size]))
         for b in names:
-            s, z = cap.excitation[b].float().T, cap.squeeze[b].float().T  # (C, B)
+            s, z = per_channel(cap.excitation[b]).float().T, per_channel(cap.squeeze[b]).float().T  # (C, B)
             index = torch.arange(start, start + s.shape[1]).expand_as(s)
             kept[b]["top_s"] = _merge_topk(kept[b]["top_s"], s, index, k, largest=True)
             kept[b]["bottom_s"] = _merge_topk(kept[b]["bottom_s"], s, index, k, largest=False)
@@ -166,30 +182,18 @@ def gate_attribution(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                      num_classes: int = 10, batch_size: int = 100) -> torch.Tensor:
     """(K, C): for each class and channel, the mean over that class's images of ``d logit_y / d s_c * s_c`` at
     ``block`` — how much the channel's gate moves the true class's logit, to first order (NaN for a class without
-    images)."""
-    _check_labelled(images, labels, num_classes)
+    images). For a spatial gate (B, C, H, W) the products are summed over positions: the first-order effect of
+    scaling the channel's gate everywhere."""
     hooks.resolve_blocks(model, [block])
-    model.eval()
-    parts = []
-    for start in range(0, images.shape[0], batch_size):
-        y = labels[start:start + batch_size]
-        kept = _Keep()
-        with torch.enable_grad(), _module_path(model), hooks.steer(model, {block: kept}):
-            logits = model(normalize(images[start:start + batch_size]))
-            (grad,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), kept.kept[0])
-        parts.append((grad * kept.kept[0]).detach().double())
-    per_image = torch.cat(parts)  # (N, C)
-    onehot = nn.functional.one_hot(labels.long(), num_classes).double()
-    counts = onehot.sum(0)[:, None]
-    return torch.where(counts > 0, onehot.T @ per_image / counts.clamp(min=1), torch.nan)
+    return gate_attribution_all(model, images, labels, num_classes, batch_size, blocks=[block])[block]
 
 
 def gate_attribution_all(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int = 10,
-                         batch_size: int = 100) -> dict[str, torch.Tensor]:
-    """``gate_attribution`` for every SE block at once: block -> (K, C), from one forward and one backward pass
-    per batch (every block's excitation is a leaf of the same graph)."""
+                         batch_size: int = 100, blocks: hooks.BlockSpec = None) -> dict[str, torch.Tensor]:
+    """``gate_attribution`` for several blocks (default every SE block) at once: block -> (K, C), from one forward
+    and one backward pass per batch (every block's excitation is a leaf of the same graph)."""
     _check_labelled(images, labels, num_classes)
-    names = list(hooks.resolve_blocks(model, None))
+    names = list(hooks.resolve_blocks(model, blocks))
     model.eval()
     parts: dict[str, list[torch.Tensor]] = {b: [] for b in names}
     for start in range(0, images.shape[0], batch_size):
@@ -199,7 +203,8 @@ def gate_attribution_all(model: nn.Module, images: torch.Tensor, labels: torch.T
             logits = model(normalize(images[start:start + batch_size]))
             grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), [kept[b].kept[0] for b in names])
         for b, g in zip(names, grads):
-            parts[b].append((g * kept[b].kept[0]).detach().double())
+            contribution = (g * kept[b].kept[0]).detach().double()
+            parts[b].append(contribution.sum(dim=(2, 3)) if contribution.ndim == 4 else contribution)
     onehot = nn.functional.one_hot(labels.long(), num_classes).double()
     counts = onehot.sum(0)[:, None]
     return {b: torch.where(counts > 0, onehot.T @ torch.cat(parts[b]) / counts.clamp(min=1), torch.nan) for b in names}
@@ -218,7 +223,7 @@ def gate_edit_effect(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     with hooks.capture(model, block) as cap:
         base = torch.cat([model(xb) for xb in x])
     if value == "mean":
-        value = float(cap.excitation[block][:, channel].double().mean())
+        value = float(per_channel(cap.excitation[block])[:, channel].double().mean())
     with hooks.steer(model, {block: hooks.Constant(float(value), channels=[channel])}):
         edited = torch.cat([model(xb) for xb in x])
     rows = torch.arange(len(labels))

@@ -150,7 +150,10 @@ class RecalibrationExplorer(Explorer):
         finally:
             model.train(was_training)
         self.model_runs = 1
-        self.excitation: dict[str, np.ndarray] = {b: cap.excitation[b].numpy() for b in blocks}
+        from .channels import per_channel
+
+        # per image and channel (a spatial gate's mean over positions)
+        self.excitation: dict[str, np.ndarray] = {b: per_channel(cap.excitation[b]).numpy() for b in blocks}
         self.predictions = torch.cat(pred_parts)
 
         k = stats.num_classes
@@ -528,10 +531,12 @@ class SteeringExplorer(Explorer):
             artist.set_cmap("magma" if nonneg else "RdBu_r")
             artist.set_clim(0.0 if nonneg else -lim, lim)
         ax = self._axes
-        ax["before"].set_title(f"{block} channel {channel}\nbefore: U (s = {s_orig[i, channel]:.2f})",
+        # a spatial gate (NoSqueeze) scales the map position by position; the titles give its mean
+        s0, s1 = float(np.mean(s_orig[i, channel])), float(np.mean(s_edit[i, channel]))
+        ax["before"].set_title(f"{block} channel {channel}\nbefore: U (s = {s0:.2f})",
                                fontsize="medium")
         op = "x" if mode == "scale" else "="
-        ax["after"].set_title(f"after: s * U\n(s {op} {factor:.2f} -> {s_edit[i, channel]:.2f})", fontsize="medium")
+        ax["after"].set_title(f"after: s * U\n(s {op} {factor:.2f} -> {s1:.2f})", fontsize="medium")
         self._img_artist.set_data(_to_display(self.images[i]))
         label, p0, p1 = int(self.labels[i]), int(self.original_predictions[i]), int(preds[i])
         ax["image"].set_title(f"image #{image_id} ({self.class_names[label]})\noriginal: {self.class_names[p0]}\n"
@@ -545,7 +550,7 @@ class SteeringExplorer(Explorer):
         self.state = dict(block=block, channel=channel, factor=factor, mode=mode, index=i, image_id=image_id,
                           probs=probs[i],
                           original_probs=self.original_probs[i], before=before, after=after,
-                          s_original=float(s_orig[i, channel]), s_steered=float(s_edit[i, channel]),
+                          s_original=s0, s_steered=s1,
                           changed=changed.tolist(), predictions=preds)
         self._render()
 
@@ -695,7 +700,7 @@ class ChannelExplorer(Explorer):
                 row = {int(i): r for r, i in enumerate(uniq.tolist())}
                 where = torch.tensor([row[int(i)] for i in top1])
                 chans = torch.arange(len(top1))
-                self.maps[b] = (cap.inputs[b][where, chans], cap.excitation[b][where, chans])
+                self.maps[b] = (cap.inputs[b][where, chans], channels.per_channel(cap.excitation[b])[where, chans])
         self.model_runs = 4
         block = block or blocks[-2 if len(blocks) > 1 else 0]
         controls = {

@@ -173,3 +173,47 @@ def test_attribution_of_all_blocks_in_one_pass_equals_block_by_block(setup) -> N
     for b in ("SE_2_1", "SE_4_3"):
         torch.testing.assert_close(everything[b], channels.gate_attribution(model, images, labels, b),
                                    rtol=1e-5, atol=1e-7)
+
+
+def test_per_channel_views_of_every_gate_shape() -> None:
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float64).reshape(2, 3, 4, 5)
+    torch.testing.assert_close(channels.per_channel(x), x.mean(dim=(2, 3)))  # spatial gate: mean over positions
+    two = torch.stack([torch.ones(2, 3), torch.zeros(2, 3)], 1)  # CBAM's (B, 2, C) squeeze: average row first
+    torch.testing.assert_close(channels.per_channel(two), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="expected \\(B, C\\)"):
+        channels.per_channel(torch.zeros(3))
+
+
+@pytest.mark.parametrize("name", ["cbam_resnet20", "nosqueeze_resnet20", "gc_resnet20"])
+def test_channel_views_accept_other_attention_modules(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(10).repeat(2)
+    block = "SE_3_2"
+    ex = channels.channel_examples(model, images, [block], k=3)[block]
+    with torch.no_grad(), hooks.capture(model, block) as cap:
+        model(normalize(images))
+    s = channels.per_channel(cap.excitation[block]).T
+    torch.testing.assert_close(ex.top_s_values, s.sort(1, descending=True).values[:, :3])
+    # attribution of a spatial gate: gradient x gate summed over positions, from autograd on the gate itself
+    attribution = channels.gate_attribution(model, images, labels, block)
+    kept = []
+
+    def keep(module, args, out):
+        out.requires_grad_(True)
+        kept.append(out)
+        return out
+
+    handle = model.se_blocks()[block].excitation.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():  # these modules have no fused path: the hook sees the gate in the graph
+            logits = model(normalize(images))
+            (grad,) = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), kept[0])
+    finally:
+        handle.remove()
+    per_image = (grad * kept[0]).double()
+    per_image = per_image.sum(dim=(2, 3)) if per_image.ndim == 4 else per_image
+    expected = torch.stack([per_image[labels == k].mean(0) for k in range(10)])
+    torch.testing.assert_close(attribution, expected, rtol=1e-4, atol=1e-6)
