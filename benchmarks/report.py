@@ -508,6 +508,7 @@ def render(data: dict, plot_rel: str) -> str:
                 "(`benchmarks/bench_hooks.py`). The capture copies z and s (and with `features=True` the (N, C, H, W) "
                 "maps before and after each block) to float32 CPU tensors.", "",
                 table(["threads", "plain ms", "capture ms", "overhead", "with features ms", "overhead"], rows), ""]
+    out += attention_section(data.get("attention"))
     out += widgets_section(data.get("widgets"))
     out += ["## Where the SE time goes (profiling notes)", "",
             "From `torch.profiler` runs of one se_resnet20 and one resnet20 training step (batch 128, bf16 + "
@@ -565,6 +566,30 @@ def render(data: dict, plot_rel: str) -> str:
             "every weight again on every call); `CL` = channels_last for the model and the input; `compile` = "
             "`torch.compile(model)`; `Nt` = `torch.set_num_threads(N)`.", ""]
     return "\n".join(out) + "\n"
+
+
+def attention_section(a: dict | None) -> list[str]:
+    """The channel-attention family's costs: parameters, multiply-adds, training and inference time."""
+    if not a:
+        return []
+    groups = {g["mode"]: g for g in a["groups"]}
+    rows = []
+    for name in a["macs"]:
+        row = [name, f"{a['params'][name]:,}", f"{a['macs'][name] / 1e6:.2f}"]
+        for mode in ("train", "infer"):
+            r = groups[mode]["results"]
+            row += [f"{r[name]['median_s'] * 1e3:.1f}", fmt_ratio(r[name]["median_s"] / r["resnet20"]["median_s"])]
+        rows.append(row)
+    tr, inf = groups["train"], groups["infer"]
+    return ["## The channel-attention family: what each gate costs", "",
+            "Every attention module of `seresnet.attention` in ResNet-20 (`<attention>_resnet20`), beside the plain "
+            "and the SE network. Parameters and multiply-adds per 32x32 image from `count_params` / `count_macs`; "
+            f"time of one eager training step (batch {tr['batch']}, {tr['setting']['name']}, as `seresnet.train` "
+            f"runs without `--compile`) and one inference pass (batch {inf['batch']}, {inf['setting']['name']}), "
+            f"medians of {tr['repeats']} interleaved rounds; *x plain* is the ratio to resnet20 in the same group. "
+            "These modules (all but SE) have no fused path: SE's numbers include its fused block "
+            "(see *Where the SE time goes*).", "",
+            table(["model", "params", "MMACs", "train ms", "x plain", "infer ms", "x plain"], rows), ""]
 
 
 def widgets_section(w: dict | None) -> list[str]:

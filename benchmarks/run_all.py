@@ -17,6 +17,9 @@ Sections (each writes ``results/<section>.json``):
                 (batch 16, 128x128), inference throughput (batch 16, 128x128) and latency (batch 1, 224x224).
 * ``settings``: channels_last, bfloat16, thread count and batch size for se_resnet20 training, and
                 the SE forward of this package against the straightforward ``x.mean`` squeeze.
+* ``attention``: the channel-attention family at ResNet-20 size (every ``<attention>_resnet20`` with plain and SE):
+                parameters, multiply-adds, eager training (bf16 + channels_last, as ``seresnet.train``) and fp32
+                inference, all interleaved in one group per mode so that the overheads are ratios from one run.
 * ``hooks``:    inference with capture of every SE block against without (``bench_hooks.capture_overhead``).
 * ``widgets``:  the notebooks' widgets: channel explorer precompute and view change, steering explorer new edit
                 per SE block (``bench_widgets``).
@@ -58,7 +61,7 @@ from benchmarks.reference import ReferenceSEResNet20, copy_weights
 from seresnet import count_macs, create_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SECTIONS = ("machine", "cifar", "hooks", "widgets", "imagenet", "settings", "compile")
+SECTIONS = ("machine", "cifar", "attention", "hooks", "widgets", "imagenet", "settings", "compile")
 
 
 def log(msg: str) -> None:
@@ -320,6 +323,28 @@ def section_hooks(args: argparse.Namespace) -> dict:
     return {"model": "se_resnet20", "batch": args.hooks_batch, "repeats": args.hooks_repeats, "by_threads": out}
 
 
+def attention_models() -> dict[str, torch.nn.Module]:
+    from seresnet.attention import ATTENTIONS
+
+    torch.manual_seed(0)
+    names = ["resnet20", "se_resnet20"] + [f"{a}_resnet20" for a in ATTENTIONS if a != "se"]
+    return {n: create_model(n) for n in names}
+
+
+def section_attention(args: argparse.Namespace) -> dict:
+    from seresnet import count_params
+
+    models = attention_models()
+    macs = {n: count_macs(m, 32) for n, m in models.items()}
+    params = {n: count_params(m) for n, m in models.items()}
+    train = Setting(bf16=True, channels_last=True, threads=args.threads)
+    groups = [group_record(models, "train", args.cifar_train_batch, 32, train, args.repeats, 10, macs,
+                           args.min_call_s),
+              group_record(models, "infer", args.cifar_infer_batch, 32, Setting(threads=args.threads), args.repeats,
+                           10, macs, args.min_call_s)]
+    return {"macs": macs, "params": params, "groups": groups}
+
+
 def section_widgets(args: argparse.Namespace) -> dict:
     from benchmarks.bench_widgets import widget_timings
 
@@ -332,7 +357,8 @@ def section_widgets(args: argparse.Namespace) -> dict:
     return r
 
 
-RUNNERS = {"machine": section_machine, "widgets": section_widgets, "cifar": section_cifar, "imagenet": section_imagenet,
+RUNNERS = {"machine": section_machine, "widgets": section_widgets, "attention": section_attention,
+           "cifar": section_cifar, "imagenet": section_imagenet,
            "settings": section_settings, "hooks": section_hooks, "compile": section_compile}
 
 
