@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from .hooks import ExcitationStats
 
 __all__ = [
+    "plot_attention_study",
     "plot_attribution_check",
     "plot_block_trend",
     "plot_channel_examples",
@@ -504,4 +505,54 @@ def plot_attribution_check(estimate: Any, exact: Any, class_names: Sequence[str]
     ax.set_title(title or "Gate edit: linear estimate vs exact effect, mean per class")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize="small")
+    return fig
+
+
+def plot_attention_study(study: dict[str, Any], set_name: str = "val", reference: str = "resnet20",
+                         train_ratio: dict[str, float] | None = None, fig: Figure | None = None) -> Figure:
+    """The attention family against ``reference``: each model's accuracy on ``set_name`` minus the reference's,
+    paired by seed (mean, a dot per seed and the t 95% interval over seeds; a hollow marker where the interval is
+    undefined, below two seeds), and, when ``train_ratio`` (model -> training time / plain) is given, what each
+    costs in training time beside it. ``study``: the JSON that ``scripts/attention_study.py`` writes."""
+    summary = study.get("summary", {}).get(set_name)
+    if summary is None:
+        raise ValueError(f"the study has no results on {set_name!r}; it has {sorted(study.get('summary', {}))}")
+    key = f"minus_{reference}"
+    models = [m for m in study["models"] if m != reference and key in summary.get(m, {})
+              and summary[m][key]["mean"] is not None]
+    if not models:
+        raise ValueError(f"no model has a finished run paired with {reference!r} on {set_name!r} yet")
+    models.sort(key=lambda m: summary[m][key]["mean"])
+    fig = _fresh_figure(fig, (11.0, 0.45 * len(models) + 1.8))
+    grid = fig.add_gridspec(1, 2 if train_ratio else 1, width_ratios=[2.2, 1.0] if train_ratio else [1.0])
+    ax = fig.add_subplot(grid[0, 0])
+    y = np.arange(len(models))
+    for i, m in enumerate(models):
+        d = summary[m][key]
+        dots = 100 * np.asarray(d["per_seed"])
+        ax.scatter(dots, np.full(len(dots), i), s=14, color="#7da7d9", zorder=2)
+        if d["ci95"] is None:
+            ax.scatter([100 * d["mean"]], [i], s=60, facecolors="none", edgecolors="black", zorder=3)
+        else:
+            lo, hi = 100 * d["ci95"][0], 100 * d["ci95"][1]
+            ax.errorbar(100 * d["mean"], i, xerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]], fmt="o",
+                        color="black", capsize=3, zorder=3)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(y, [f"{m}  ({len(summary[m][key]['paired_seeds'])} seeds)" for m in models])
+    ax.set_xlabel(f"accuracy minus {reference} on {dict(val='validation').get(set_name, set_name)} (points)")
+    ax.set_title("Paired by seed: mean (black), each seed (blue), 95% t-interval; hollow = interval undefined",
+                 fontsize="medium")
+    ax.grid(alpha=0.3, axis="x")
+    if train_ratio:
+        ax2 = fig.add_subplot(grid[0, 1], sharey=ax)
+        ratios = [train_ratio.get(m, np.nan) for m in models]
+        ax2.barh(y, ratios, color="#bbbbbb")
+        ax2.axvline(1.0, color="grey", lw=0.8)
+        ax2.set_xlabel(f"training time / {reference}")
+        ax2.set_title("cost (benchmark)", fontsize="medium")
+        ax2.tick_params(labelleft=False)
+        for i, r in enumerate(ratios):
+            if np.isfinite(r):
+                ax2.text(r, i, f" {r:.2f}x", va="center", fontsize="small")
+        ax2.set_xlim(0, max([r for r in ratios if np.isfinite(r)] + [1.0]) * 1.25)
     return fig

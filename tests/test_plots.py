@@ -238,3 +238,23 @@ def test_figures_display_once_in_ipython_without_pyplot(data):
     finally:
         InteractiveShell.clear_instance()
         sys.displayhook = hook
+
+
+def test_attention_study_plot_shows_paired_differences_and_undefined_intervals() -> None:
+    from seresnet.plots import plot_attention_study
+    from seresnet.study import paired_over_seeds
+
+    acc = {"resnet20": {0: 0.80, 1: 0.82}, "se_resnet20": {0: 0.81, 1: 0.84}, "eca_resnet20": {0: 0.79}}
+    summary = {m: {"minus_resnet20": paired_over_seeds(a, acc["resnet20"])} for m, a in acc.items()
+               if m != "resnet20"}
+    study = {"models": list(acc), "summary": {"val": summary}}
+    fig = plot_attention_study(study, train_ratio={"se_resnet20": 1.2, "eca_resnet20": 1.1})
+    ax, ax_cost = fig.axes
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["eca_resnet20  (1 seeds)", "se_resnet20  (2 seeds)"]  # sorted by mean difference
+    seeds_se = next(c for c in ax.collections if c.get_offsets().shape[0] == 2).get_offsets()[:, 0]
+    np.testing.assert_allclose(sorted(seeds_se), [1.0, 2.0])  # per-seed differences in points
+    assert len(ax.containers) == 1  # one error bar: the model with one seed has no interval
+    assert [round(p.get_width(), 2) for p in ax_cost.patches] == [1.1, 1.2]
+    with pytest.raises(ValueError, match="no results on 'test'"):
+        plot_attention_study(study, set_name="test")
