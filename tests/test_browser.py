@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -202,8 +204,41 @@ def _exercise_notebook(nb: NotebookPage, server) -> None:
     _check_page_matches_kernel(nb, server, dropdown_app, select, "dropdown")
     nb.mark("dropdown")
 
+    if nb.name.startswith("05_"):
+        _check_go_to_list(nb, server)
+        nb.mark("go to")
+
     _check_outputs(nb)  # the interactions raised nothing in the kernel either
     print(f"{nb.name}: phases done at (s) {nb.timings}")
+
+
+def _check_go_to_list(nb: NotebookPage, server, timeout: float = 60.0) -> None:
+    """05: choosing an entry of the steering explorer's "go to" list (the images whose prediction the edit changes)
+    shows that image: the kernel's image slider and the page's readout both move to its number."""
+    select = nb.panel.locator(".widget-dropdown", has=nb.page.locator("label", has_text="go to")).locator("select")
+    select = select.first
+    first_entry = select.evaluate("(s) => s.options.length > 1 ? s.options[1].text : ''")
+    match = re.match(r"#(\d+)", first_entry)
+    assert match, f"the 'go to' list has no changed image to go to (first entry {first_entry!r})"
+    image_id = float(match.group(1))
+    nb.choose_next_option(select)
+    deadline = time.monotonic() + timeout
+    kernel_value = readout = None
+    while time.monotonic() < deadline:
+        state = server.kernel_widget_state(nb.name)
+        kernel_value = next((c[2] for c in state["controls"] if c[0] == "slider" and c[1] == "image"), None)
+        readout = select.evaluate(
+            """(s) => { const app = s.closest('.seresnet-explorer');
+                        const label = [...app.querySelectorAll('.widget-slider .widget-label')]
+                            .find((l) => l.innerText.trim() === 'image');
+                        const r = label && label.closest('.widget-slider').querySelector('.widget-readout');
+                        return r ? r.innerText.trim() : null; }""")
+        if kernel_value == image_id and readout == match.group(1):
+            break
+        time.sleep(0.5)
+    assert kernel_value == image_id, f"kernel's image slider is at {kernel_value}, expected {image_id} after 'go to'"
+    assert readout == match.group(1), f"page shows image {readout!r}, expected {match.group(1)} after 'go to'"
+    nb.screenshot("4-after-go-to")
 
 
 def _squash(text: str) -> str:
