@@ -1,4 +1,5 @@
-"""The channel-attention family on CIFAR-10: every variant, plain ResNet-20 and SE-ResNet-20, several seeds each.
+"""The channel-attention family on CIFAR-10: every variant, plain ResNet-20 and SE-ResNet-20, several seeds each
+(and, with ``--ablations``, the paper's SE design choices with the same recipe and seeds).
 
     python scripts/attention_study.py --data ../shared/data/cifar10-lossless --runs ../runs/seeds --seeds 0 1 2 \
         --epochs 15 --compile --threads 2 \
@@ -21,12 +22,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from seresnet import count_macs, count_params, create_model
-from seresnet.study import accuracies, evaluation_sets, paired_over_seeds, run_key, run_or_load, spread
+from seresnet.ablation import ABLATIONS
+from seresnet.study import accuracies, evaluation_sets, paired_over_seeds, run_key, run_or_load, spread, variant_name
 from seresnet.train import atomic_write_json
 
 MODELS = ["resnet20", "se_resnet20", "se_var1_resnet20", "se_var2_resnet20", "se_var3_resnet20", "eca_resnet20",
           "ge_resnet20", "gc_resnet20", "cbam_resnet20", "fca_resnet20", "nosqueeze_resnet20"]
 REFERENCES = ("resnet20", "se_resnet20")
+# The paper's ablations (notebook 06's studies) as SE-ResNet-20 variants: same recipe and seeds as the family.
+ABLATION_VARIANTS = {v.name: (v.model, v.overrides) for v in ABLATIONS if v.overrides}
 
 
 def summarise(runs: dict[str, dict], models: list[str]) -> dict[str, dict]:
@@ -40,12 +44,12 @@ def summarise(runs: dict[str, dict], models: list[str]) -> dict[str, dict]:
     return out
 
 
-def costs(models: list[str]) -> dict[str, dict]:
-    """Parameters and multiply-adds of one 32x32 image (``count_params``, ``count_macs``)."""
+def costs(variants: dict[str, tuple[str, dict]]) -> dict[str, dict]:
+    """Parameters and multiply-adds of one 32x32 image (``count_params``, ``count_macs``) per variant name."""
     out = {}
-    for m in models:
-        net = create_model(m)
-        out[m] = {"params": count_params(net), "macs": count_macs(net)}
+    for name, (model, overrides) in variants.items():
+        net = create_model(model, **overrides)
+        out[name] = {"params": count_params(net), "macs": count_macs(net)}
     return out
 
 
@@ -55,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, required=True, help="folder for the run folders (outside the work tree)")
     p.add_argument("--out", type=Path, default=Path("notebooks/results/attention_study.json"))
     p.add_argument("--models", nargs="+", default=MODELS, help=f"registered model names (default: {' '.join(MODELS)})")
+    p.add_argument("--ablations", nargs="*", default=None, metavar="NAME",
+                   help="also train the paper's ablations as SE-ResNet-20 variants: the names of "
+                        f"seresnet.ablation.ABLATIONS ({', '.join(ABLATION_VARIANTS)}), or none for all of them")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--val-split", type=int, default=5000)
@@ -66,8 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     missing = [r for r in REFERENCES if r not in args.models]
     if missing:
         p.error(f"--models must include the references {missing} (the differences are taken to them)")
+    variants = {m: (m, {}) for m in args.models}
+    if args.ablations is not None:
+        unknown = [a for a in args.ablations if a not in ABLATION_VARIANTS]
+        if unknown:
+            p.error(f"unknown ablation(s) {unknown}; known: {list(ABLATION_VARIANTS)}")
+        for a in args.ablations or list(ABLATION_VARIANTS):
+            model, overrides = ABLATION_VARIANTS[a]
+            variants[variant_name(model, overrides)] = (model, overrides)
     try:
-        model_costs = costs(args.models)
+        model_costs = costs(variants)
     except (KeyError, ValueError) as exc:
         p.error(str(exc))
 
@@ -75,16 +90,17 @@ def main(argv: list[str] | None = None) -> int:
                   test_data=tuple(args.test_data), data=args.data, threads=args.threads, compile=args.compile)
     runs: dict[str, dict] = {}
     for seed in args.seeds:
-        for model in args.models:
-            key = run_key(model, seed)
+        for name, (model, overrides) in variants.items():
+            key = run_key(name, seed)
             try:
-                runs[key] = run_or_load(model, seed, args.runs, recipe)
+                runs[key] = run_or_load(model, seed, args.runs, recipe, overrides)
             except (ValueError, OSError, FloatingPointError) as exc:
                 print(f"error: {key}: {exc}", file=sys.stderr)
                 return 2
             state = {"format": "seresnet.attention_study/1", "recipe": runs[key].pop("recipe"),
-                     "models": args.models, "seeds": args.seeds, "costs": model_costs, "runs": runs,
-                     "summary": summarise(runs, args.models),
+                     "models": list(variants), "seeds": args.seeds, "costs": model_costs, "runs": runs,
+                     "variants": {n: {"model": m, "overrides": o} for n, (m, o) in variants.items()},
+                     "summary": summarise(runs, list(variants)),
                      "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             atomic_write_json(args.out, state)
             print(f"{key}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in runs[key]["evaluations"].items()),

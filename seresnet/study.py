@@ -24,27 +24,41 @@ T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8:
 
 
 def run_key(model: str, seed: int) -> str:
-    """Name of a (model, seed) run, also its folder name: ``"se_resnet20-s0"``."""
+    """Name of a (model, seed) run, also its folder name: ``"se_resnet20-s0"``; ``model`` may be a variant name
+    (:func:`variant_name`)."""
     return f"{model}-s{seed}"
 
 
-def run_or_load(model: str, seed: int, runs_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
-    """Train ``model`` with ``seed`` into ``runs_dir/<model>-s<seed>`` unless that run finished, then return its
-    summary (evaluations, wall time, machine, recipe) from the run's ``metadata.json``.
+def variant_name(model: str, overrides: dict[str, Any] | None = None) -> str:
+    """A folder-safe name for ``model`` with config ``overrides``: ``"se_resnet20+reduction=4"``,
+    ``"se_resnet20+se_stages=2.3"``; just ``model`` without overrides."""
+    parts = [model]
+    for key, value in sorted((overrides or {}).items()):
+        text = ".".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
+        parts.append(f"{key}={text}")
+    return "+".join(parts)
 
-    ``recipe``: :class:`seresnet.train.TrainConfig` fields other than model, seed and out. Errors of the run
-    (bad data, a changed recipe on resume, divergence) propagate.
+
+def run_or_load(model: str, seed: int, runs_dir: Path, recipe: dict[str, Any],
+                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``model`` (with config ``overrides``) with ``seed`` into ``runs_dir/<variant name>-s<seed>`` unless
+    that run finished, then return its summary (evaluations, wall time, machine, recipe) from the run's
+    ``metadata.json``.
+
+    ``recipe``: :class:`seresnet.train.TrainConfig` fields other than model, overrides, seed and out. Errors of the
+    run (bad data, a changed recipe on resume, divergence) propagate.
     """
     from .train import TrainConfig, train
 
-    folder = Path(runs_dir) / run_key(model, seed)
+    overrides = dict(overrides or {})
+    folder = Path(runs_dir) / run_key(variant_name(model, overrides), seed)
     if not (folder / "metadata.json").is_file():
-        cfg = TrainConfig(model=model, seed=seed, out=str(folder), **recipe)
+        cfg = TrainConfig(model=model, overrides=overrides, seed=seed, out=str(folder), **recipe)
         train(cfg, resume=(folder / "checkpoint.pt").is_file(), progress=False)
     meta = json.loads((folder / "metadata.json").read_text())
-    return {"model": model, "seed": seed, "evaluations": meta["evaluations"], "wall_time_s": meta["wall_time_s"],
-            "machine": meta["machine"], "recipe": {k: v for k, v in meta["recipe"].items()
-                                                   if k not in ("model", "seed", "out")}}
+    return {"model": model, "overrides": overrides, "seed": seed, "evaluations": meta["evaluations"],
+            "wall_time_s": meta["wall_time_s"], "machine": meta["machine"],
+            "recipe": {k: v for k, v in meta["recipe"].items() if k not in ("model", "overrides", "seed", "out")}}
 
 
 def accuracies(runs: dict[str, dict], model: str, set_name: str) -> dict[int, float]:

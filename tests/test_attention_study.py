@@ -53,3 +53,20 @@ def test_models_must_include_the_references(study, tmp_path: Path) -> None:
         study.main(["--data", "x", "--runs", str(tmp_path), "--models", "eca_resnet20", "se_resnet20"])
     with pytest.raises(SystemExit):
         study.main(["--data", "x", "--runs", str(tmp_path), "--models", "resnet20", "se_resnet20", "no_such_net"])
+
+
+def test_paper_ablations_join_the_study_as_named_variants(study, tiny_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "family.json"
+    args = ["--data", str(tiny_folder), "--runs", str(tmp_path / "runs"), "--out", str(out), "--epochs", "1",
+            "--val-split", "20", "--threads", "1", "--batch-size", "32", "--seeds", "0",
+            "--models", "resnet20", "se_resnet20", "--ablations", "r=4", "SE in stage 2 only"]
+    assert study.main(args) == 0
+    stored = json.loads(out.read_text())
+    assert stored["variants"]["se_resnet20+reduction=4"] == {"model": "se_resnet20", "overrides": {"reduction": 4}}
+    assert "se_resnet20+se_stages=2-s0" in stored["runs"]
+    assert (tmp_path / "runs" / "se_resnet20+reduction=4-s0" / "metadata.json").is_file()
+    r4 = create_model("se_resnet20", reduction=4)
+    assert stored["costs"]["se_resnet20+reduction=4"]["params"] == count_params(r4)
+    assert "minus_se_resnet20" in stored["summary"]["val"]["se_resnet20+reduction=4"]
+    with pytest.raises(SystemExit):
+        study.main([*args[:-2], "--ablations", "r=5"])
