@@ -509,17 +509,19 @@ def plot_attribution_check(estimate: Any, exact: Any, class_names: Sequence[str]
 
 
 def plot_attention_study(study: dict[str, Any], set_name: str = "val", reference: str = "resnet20",
-                         train_ratio: dict[str, float] | None = None, fig: Figure | None = None) -> Figure:
+                         train_ratio: dict[str, float] | None = None, models: Sequence[str] | None = None,
+                         fig: Figure | None = None) -> Figure:
     """The attention family against ``reference``: each model's accuracy on ``set_name`` minus the reference's,
     paired by seed (mean, a dot per seed and the t 95% interval over seeds; a hollow marker where the interval is
     undefined, below two seeds), and, when ``train_ratio`` (model -> training time / plain) is given, what each
-    costs in training time beside it. ``study``: the JSON that ``scripts/attention_study.py`` writes."""
+    costs in training time beside it. ``study``: the JSON that ``scripts/attention_study.py`` writes; ``models``: which
+    of its models to show (default all)."""
     summary = study.get("summary", {}).get(set_name)
     if summary is None:
         raise ValueError(f"the study has no results on {set_name!r}; it has {sorted(study.get('summary', {}))}")
     key = f"minus_{reference}"
-    models = [m for m in study["models"] if m != reference and key in summary.get(m, {})
-              and summary[m][key]["mean"] is not None]
+    models = [m for m in (study["models"] if models is None else models) if m != reference
+              and key in summary.get(m, {}) and summary[m][key]["mean"] is not None]
     if not models:
         raise ValueError(f"no model has a finished run paired with {reference!r} on {set_name!r} yet")
     models.sort(key=lambda m: summary[m][key]["mean"])
