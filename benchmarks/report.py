@@ -617,36 +617,41 @@ def widgets_section(w: dict | None) -> list[str]:
 
 def time_to_accuracy() -> list[str]:
     """The section on the lossless training runs, read from the metadata they wrote
-    (``notebooks/results/lossless_e30/*.json``)."""
-    folder = ROOT / "notebooks" / "results" / "lossless_e30"
-    metas = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
-    metas = {k: m for k, m in metas.items() if "val" in m.get("evaluations", {})}
+    (``notebooks/results/lossless_*/*.json``: one folder per recipe)."""
+    metas = {}
+    for folder in sorted((ROOT / "notebooks" / "results").glob("lossless_*")):
+        for p in sorted(folder.glob("*.json")):
+            m = json.loads(p.read_text())
+            if "val" in m.get("evaluations", {}):
+                metas[(folder.name, p.stem)] = m
     if not metas:
         return []
     rows = []
-    for name, m in metas.items():
+    for (folder, name), m in metas.items():
         hist = m["history"]
         t90 = m.get("time_to_90_percent_s")
         ev = m["evaluations"]
-        rows.append([name, str(m["epochs"]), f"{m['wall_time_s'] / 60:.0f}",
+        jpeg_p = m.get("recipe", {}).get("jpeg_p") or 0
+        rows.append([name, f"`{folder}`", str(m["epochs"]), f"{jpeg_p:g}", f"{m['wall_time_s'] / 60:.0f}",
                      f"{statistics.median(r['images_per_s'] for r in hist):,.0f}",
                      f"{t90 / 60:.0f} (epoch {m['epoch_reaching_90_percent']})" if t90 else "not reached",
                      *[f"{ev[k]['accuracy']:.2%} [{ev[k]['ci95'][0]:.1%}, {ev[k]['ci95'][1]:.1%}]" if k in ev else "-"
                        for k in ("val", "lossless-test-subset", "jpeg-test")]])
-    first = next(iter(metas.values()))
+    machines = sorted({m["machine"] for m in metas.values()})
     return ["## Time to accuracy: the lossless training runs", "",
-            "Read from the metadata of the 30-epoch runs on lossless CIFAR-10 (`notebooks/results/lossless_e30/`), "
-            "which `python -m seresnet.train` and `scripts/export_pretrained.py` wrote. Minutes to 90% are the wall "
-            "time from the start of training (compilation included) to the end of the first epoch whose validation "
-            "accuracy (bfloat16, 5,000 held-out lossless training images) reached 90%. Accuracies: float32, measured "
-            "after training, with 95% Wilson intervals.", "",
-            f"- Machine: {first['machine']}.",
-            "- The two runs trained at the same time, one thread each, on the 2-core machine while other work (tests, "
-            "notebooks) ran beside them: the minutes are those of a shared machine, not of one run owning both "
-            "cores; images/s is the median over epochs. The load changed while they ran, so their images/s do not "
-            "compare the two networks (the compile section above does).", "",
-            table(["model", "epochs", "minutes", "images/s", "minutes to 90% (val)", "val (5,000)",
-                   "lossless test subset (1,017)", "JPEG test (10,000)"], rows), ""]
+            "Read from the metadata of the runs on lossless CIFAR-10 (`notebooks/results/lossless_*/`, one folder per "
+            "recipe), which `python -m seresnet.train` and `scripts/export_pretrained.py` wrote. Minutes to 90% are "
+            "the wall time from the start of training (compilation included) to the end of the first epoch whose "
+            "validation accuracy (bfloat16, 5,000 held-out lossless training images) reached 90%. Accuracies: "
+            "float32, measured after training, with 95% Wilson intervals. *JPEG aug.*: the share of training images "
+            "re-encoded as JPEG (quality 50-95) in every epoch (`--jpeg-p`).", "",
+            *[f"- Machine: {machine}." for machine in machines],
+            "- The two runs of a recipe trained at the same time, one thread each, on the 2-core machine while other "
+            "work (tests, notebooks) ran beside them: the minutes are those of a shared machine, not of one run "
+            "owning both cores; images/s is the median over epochs. The load changed while they ran, so their "
+            "images/s do not compare the two networks (the compile section above does).", "",
+            table(["model", "recipe folder", "epochs", "JPEG aug.", "minutes", "images/s", "minutes to 90% (val)",
+                   "val (5,000)", "lossless test subset (1,017)", "JPEG test (10,000)"], rows), ""]
 
 
 def main(argv: list[str] | None = None) -> None:
