@@ -40,6 +40,8 @@ __all__ = [
     "ABLATIONS",
     "DEFAULT_SETTING",
     "PAPER_ABLATIONS",
+    "PUBLISHED_ATTENTION",
+    "PUBLISHED_MISSING",
     "STUDIES",
     "Variant",
     "ablation_table",
@@ -51,6 +53,9 @@ __all__ = [
     "paper_row",
     "plot_ablations",
     "plot_knockout",
+    "plot_published_attention",
+    "published_attention_table",
+    "published_label",
     "run_ablations",
     "se_knockout_table",
 ]
@@ -100,6 +105,132 @@ def paper_row(study: str, setting: str) -> dict[str, Any] | None:
         if row["study"] == study and row["setting"] == setting:
             return row
     return None
+
+
+# --- other papers' numbers: SE's successors on ImageNet ----------------------------------------------------------
+def _acc(err: float) -> float:
+    """Top-1 / top-5 accuracy (%) from an error (%) as the SE paper reports it."""
+    return round(100.0 - err, 2)
+
+
+_SE_T2 = "Hu et al., Squeeze-and-Excitation Networks, arXiv 1709.01507 v4, Table 2 (top-1/top-5 error %, GFLOPs)"
+_SE_ABL = "Hu et al., arXiv 1709.01507 v4, Table 10 (ResNet-50 and SE-ResNet-50 under the ablation schedule)"
+_SE_ISSUE = "https://github.com/hujie-frank/SENet/issues/65"
+_R50, _SE50 = paper_row("reduction", "no SE"), paper_row("reduction", "16")  # the ablation schedule's pair
+_NOSQ = paper_row("squeeze", "none (1x1 convs)")
+
+# ResNet-50 with each module on ImageNet (224x224 single crop), as each method's paper or official repository
+# reports it, beside that paper's OWN ResNet-50 baseline. Every paper trained with its own recipe (epochs,
+# augmentation, label smoothing, schedule; GCNet even fine-tunes from a trained ResNet-50), so only "module minus its
+# own baseline" means anything, and even that is not comparable across papers, nor with our CIFAR-10 numbers.
+# Accuracies are in %; the SE paper reports errors, stored here as 100 - error. None = not found in any source we
+# could read (see PUBLISHED_MISSING); nothing here was filled in from memory. Parameters in millions.
+PUBLISHED_ATTENTION: list[dict[str, Any]] = [
+    dict(attention="se", module="SE", paper="Hu et al. 2018 (SENet)", setting="ImageNet, ResNet-50, main schedule",
+         baseline_top1=_acc(24.80), top1=_acc(23.29), baseline_top5=_acc(7.48), top5=_acc(6.62),
+         baseline_params_m=_R50["params_m"], params_m=_SE50["params_m"], baseline_gflops=3.86, gflops=3.87,
+         source=f"{_SE_T2}; errors 24.80 / 23.29 also quoted in {_SE_ISSUE}; parameters from Table 10"),
+    dict(attention="se", module="SE", paper="Hu et al. 2018 (SENet)",
+         setting="ImageNet, ResNet-50, ablation schedule",
+         baseline_top1=_acc(_R50["top1"]), top1=_acc(_SE50["top1"]),
+         baseline_top5=_acc(_R50["top5"]), top5=_acc(_SE50["top5"]),
+         baseline_params_m=_R50["params_m"], params_m=_SE50["params_m"], baseline_gflops=3.86, gflops=3.87,
+         source=f"{_SE_ABL} (PAPER_ABLATIONS); GFLOPs from Table 2; the two schedules are explained in {_SE_ISSUE}"),
+    dict(attention="nosqueeze", module="NoSqueeze", paper="Hu et al. 2018 (SENet)",
+         setting="ImageNet, ResNet-50, ablation schedule",
+         baseline_top1=_acc(_R50["top1"]), top1=_acc(_NOSQ["top1"]),
+         baseline_top5=_acc(_R50["top5"]), top5=_acc(_NOSQ["top5"]),
+         baseline_params_m=_R50["params_m"], params_m=None,
+         baseline_gflops=3.86, gflops=4.27,
+         source="Hu et al., arXiv 1709.01507 v4, Table 16 (NoSqueeze 22.93 / 6.39 error, 4.27 GFLOPs), against the "
+                "ResNet-50 of the same ablation schedule (Table 10: 23.30 / 6.55; GFLOPs from Table 2)"),
+    dict(attention="eca", module="ECA", paper="Wang et al. 2020 (ECA-Net)", setting="ImageNet, ResNet-50",
+         baseline_top1=75.20, top1=77.48, baseline_top5=None, top5=None,
+         baseline_params_m=24.37, params_m=24.37, baseline_gflops=3.86, gflops=3.86,
+         source="ECA-Net paper (arXiv 1910.03151), its ResNet-50 comparison, as quoted in the official repository's "
+                "issues: ResNet-50 75.2 in https://github.com/BangguWu/ECANet/issues/37, ECA-Net50 77.48 in "
+                "https://github.com/BangguWu/ECANet/issues/21 (the README's later model: 77.42 / 93.62); parameters "
+                "and GFLOPs from BangguWu/ECANet README.md (abstract: 80 parameters and 4.7e-4 GFLOPs on a ResNet-50 "
+                "of 24.37M and 3.86 GFLOPs; ECA-Net50 row: 24.37M, 3.86G)"),
+    dict(attention="cbam", module="CBAM", paper="Woo et al. 2018 (CBAM)", setting="ImageNet, ResNet-50, 100 epochs",
+         baseline_top1=None, top1=77.622, baseline_top5=None, top5=93.948,
+         baseline_params_m=None, params_m=None, baseline_gflops=None, gflops=None,
+         source="Jongchan/attention-module README.md: released ResNet50+CBAM checkpoint, ACC@1=77.622 ACC@5=93.948; "
+                "the README gives no ResNet-50 baseline"),
+    dict(attention="fca", module="FcaNet", paper="Qin et al. 2021 (FcaNet)", setting="ImageNet, ResNet-50",
+         baseline_top1=None, top1=78.52, baseline_top5=None, top5=None,
+         baseline_params_m=None, params_m=None, baseline_gflops=None, gflops=None,
+         source="cfzd/FcaNet README.md, FcaNet50 'Reported' 78.52 (its released model evaluates to 78.57); the "
+                "README gives no ResNet-50 baseline"),
+]
+
+#: What we looked for and could not read in any source (paper tables are PDFs; their text was not reachable).
+PUBLISHED_MISSING: dict[str, str] = {
+    "se_var1": "ECA-Net paper Table 2 (SE-Var1/2/3 on ResNet-50): table not found in any readable source",
+    "se_var2": "ECA-Net paper Table 2: not found",
+    "se_var3": "ECA-Net paper Table 2: not found",
+    "ge": "Gather-Excite paper (GE-theta-minus on ResNet-50): no numbers in hujie-frank/GENet README; paper table "
+          "not found",
+    "gc": "GCNet paper ImageNet table: xvjiarui/GCNet README has COCO numbers only; paper table not found",
+    "cbam": "CBAM paper's ResNet-50 baseline, parameters and GFLOPs: not found (README has the CBAM model only)",
+    "fca": "FcaNet paper's ResNet-50 baseline, parameters and GFLOPs: not found (README has the FcaNet model only)",
+    "eca": "ECA-Net paper's ResNet-50 top-5: not found",
+    "nosqueeze": "NoSqueeze parameter count: not in the SE paper's Table 16 as we have it",
+}
+
+
+def published_attention_table() -> list[dict[str, Any]]:
+    """One row per ``PUBLISHED_ATTENTION`` record: the module's published ImageNet numbers minus those of its own
+    paper's ResNet-50 baseline (percentage points; None where the paper's baseline was not found).
+
+    Keys: attention, module, paper, setting, baseline_top1, top1, gain_top1, baseline_top5, top5, gain_top5,
+    params_m, d_params_m, gflops, d_gflops, source. Not comparable with our CIFAR-10 numbers, and only loosely with
+    each other: every paper used its own recipe."""
+    def diff(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(a - b, 3)
+
+    return [dict(attention=r["attention"], module=r["module"], paper=r["paper"], setting=r["setting"],
+                 baseline_top1=r["baseline_top1"], top1=r["top1"], gain_top1=diff(r["top1"], r["baseline_top1"]),
+                 baseline_top5=r["baseline_top5"], top5=r["top5"], gain_top5=diff(r["top5"], r["baseline_top5"]),
+                 params_m=r["params_m"], d_params_m=diff(r["params_m"], r["baseline_params_m"]),
+                 gflops=r["gflops"], d_gflops=diff(r["gflops"], r["baseline_gflops"]), source=r["source"])
+            for r in PUBLISHED_ATTENTION]
+
+
+def published_label(row: Mapping[str, Any]) -> str:
+    """A short name for a published record: module, paper and (where the paper has several) schedule."""
+    extra = row["setting"].removeprefix("ImageNet, ResNet-50").strip(", ")
+    return f"{row['module']} ({row['paper']}" + (f"; {extra})" if extra else ")")
+
+
+def plot_published_attention(ax=None):
+    """Horizontal bars: each module's published ImageNet top-1 accuracy minus its own paper's ResNet-50 baseline
+    (one bar per ``PUBLISHED_ATTENTION`` record; a note where no baseline was found). Its own figure, never on an
+    axis with CIFAR numbers. Returns the Figure (``ax``'s figure when an Axes is given)."""
+    from .plots import _ax_or_new
+
+    rows = published_attention_table()
+    fig, ax = _ax_or_new(ax, (9.0, 1.6 + 0.42 * len(rows)))
+    y = list(range(len(rows)))
+    gains = [r["gain_top1"] if r["gain_top1"] is not None else 0.0 for r in rows]
+    bars = ax.barh(y, gains, height=0.6, color="tab:orange")
+    for yi, r in zip(y, rows):
+        if r["gain_top1"] is None:
+            bars[yi].set_visible(False)
+            ax.text(0, yi, f" {r['top1']:g}% top-1 published; no ResNet-50 baseline found", va="center", fontsize=7,
+                    color="0.4")
+        else:
+            ax.text(r["gain_top1"], yi, f" {r['gain_top1']:+.2f}", va="center", fontsize=8)
+    ax.set_yticks(y, [published_label(r) for r in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.4, -0.6)
+    ax.axvline(0, color="0.2", lw=0.8)
+    right = max([*gains, 0.0])
+    ax.set_xlim(min([*gains, 0.0]) - 0.2, right + max(0.6, 0.35 * right))
+    ax.set_xlabel("ImageNet top-1 accuracy minus the paper's own ResNet-50 (points; > 0 = better)", fontsize=9)
+    ax.set_title("Published ImageNet numbers (ResNet-50): each module minus its own paper's baseline\n"
+                 "each paper has its own recipe: not comparable with our CIFAR-10 results", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
 
 
 # --- the variants ------------------------------------------------------------------------------------------------

@@ -159,6 +159,69 @@ def test_paper_numbers_present():
         assert 0 < r["top5"] < r["top1"] < 30
 
 
+# --- other papers' published ImageNet numbers -------------------------------------------------------------------
+def test_published_attention_rows_are_sourced_and_named():
+    from seresnet.attention import ATTENTIONS
+
+    rows = ablation.PUBLISHED_ATTENTION
+    assert rows
+    for r in rows:
+        assert r["attention"] in ATTENTIONS, r["attention"]
+        src = r["source"]
+        assert isinstance(src, str) and len(src) > 30, r
+        assert "github.com" in src or "arXiv" in src or "README" in src, src  # a repository file or a URL/paper
+        assert "ImageNet" in r["setting"] and "ResNet-50" in r["setting"]
+        assert r["top1"] is not None and 70 < r["top1"] < 85
+        if r["baseline_top1"] is not None:
+            assert 70 < r["baseline_top1"] < 80
+    # every module of the family is either in the table or listed as not found
+    assert set(ablation.PUBLISHED_MISSING) <= set(ATTENTIONS)
+    assert set(ATTENTIONS) <= {r["attention"] for r in rows} | set(ablation.PUBLISHED_MISSING)
+    # the SE paper's rows are its own numbers (errors in PAPER_ABLATIONS, accuracies here)
+    abl = [r for r in rows if r["paper"].startswith("Hu et al.") and "ablation" in r["setting"]]
+    no_se = ablation.paper_row("reduction", "no SE")
+    assert abl and all(r["baseline_top1"] == pytest.approx(100 - no_se["top1"]) for r in abl)
+
+
+def test_published_gains_are_module_minus_its_own_baseline():
+    rows = ablation.published_attention_table()
+    assert len(rows) == len(ablation.PUBLISHED_ATTENTION)
+    for row, rec in zip(rows, ablation.PUBLISHED_ATTENTION):
+        for key in ("top1", "top5"):
+            if rec[key] is None or rec[f"baseline_{key}"] is None:
+                assert row[f"gain_{key}"] is None
+            else:
+                assert row[f"gain_{key}"] == pytest.approx(rec[key] - rec[f"baseline_{key}"], abs=1e-9)
+        assert row["source"] == rec["source"]
+    se_ablation = next(r for r in rows if r["attention"] == "se" and "ablation" in r["setting"])
+    err = {s: ablation.paper_row("reduction", s)["top1"] for s in ("no SE", "16")}
+    assert se_ablation["gain_top1"] == pytest.approx(err["no SE"] - err["16"])  # fewer errors = more accuracy
+    assert any(r["gain_top1"] is not None for r in rows)
+
+
+def test_published_plot_bars_carry_the_gains():
+    from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    rows = ablation.published_attention_table()
+    fig = ablation.plot_published_attention()
+    assert isinstance(fig, Figure) and isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+    (ax,) = fig.axes
+    bars = ax.containers[0]
+    assert len(bars) == len(rows)
+    for bar, r in zip(bars, rows):
+        if r["gain_top1"] is None:
+            assert not bar.get_visible()
+        else:
+            assert bar.get_visible() and bar.get_width() == pytest.approx(r["gain_top1"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == [ablation.published_label(r) for r in rows]
+    assert "ImageNet" in ax.get_xlabel() and "ImageNet" in ax.get_title()
+    assert "CIFAR" not in ax.get_xlabel()  # no CIFAR numbers on this axis
+    other = Figure()
+    target = other.add_subplot()
+    assert ablation.plot_published_attention(ax=target) is other and len(target.containers[0]) == len(rows)
+
+
 def test_table_and_plot_from_results():
     fake = {"results": [
         dict(name="SE (default)", study="reference", setting="default", test_acc=0.80, params=10, test_images=1000),
