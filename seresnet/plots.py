@@ -540,7 +540,8 @@ def plot_attention_study(study: dict[str, Any], set_name: str = "val", reference
             ax.errorbar(100 * d["mean"], i, xerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]], fmt="o",
                         color="black", capsize=3, zorder=3)
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set_yticks(y, [f"{m}  ({len(summary[m][key]['paired_seeds'])} seeds)" for m in models])
+    seeds = [len(summary[m][key]["paired_seeds"]) for m in models]
+    ax.set_yticks(y, [f"{m}  ({n} seed{'' if n == 1 else 's'})" for m, n in zip(models, seeds)])
     ax.set_xlabel(f"accuracy minus {reference} on {dict(val='validation').get(set_name, set_name)} (points)")
     ax.set_title("Paired by seed: mean (black), each seed (blue), 95% t-interval; hollow = interval undefined",
                  fontsize="medium")

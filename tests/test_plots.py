@@ -251,7 +251,7 @@ def test_attention_study_plot_shows_paired_differences_and_undefined_intervals()
     fig = plot_attention_study(study, train_ratio={"se_resnet20": 1.2, "eca_resnet20": 1.1})
     ax, ax_cost = fig.axes
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels == ["eca_resnet20  (1 seeds)", "se_resnet20  (2 seeds)"]  # sorted by mean difference
+    assert labels == ["eca_resnet20  (1 seed)", "se_resnet20  (2 seeds)"]  # sorted by mean difference
     seeds_se = next(c for c in ax.collections if c.get_offsets().shape[0] == 2).get_offsets()[:, 0]
     np.testing.assert_allclose(sorted(seeds_se), [1.0, 2.0])  # per-seed differences in points
     assert len(ax.containers) == 1  # one error bar: the model with one seed has no interval
