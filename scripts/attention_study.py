@@ -23,7 +23,17 @@ from pathlib import Path
 
 from seresnet import count_macs, count_params, create_model
 from seresnet.ablation import ABLATIONS
-from seresnet.study import accuracies, evaluation_sets, paired_over_seeds, run_key, run_or_load, spread, variant_name
+from seresnet.study import (
+    accuracies,
+    add_recipe_arguments,
+    evaluation_sets,
+    paired_over_seeds,
+    recipe_from_args,
+    run_key,
+    run_or_load,
+    spread,
+    variant_name,
+)
 from seresnet.train import atomic_write_json
 
 MODELS = ["resnet20", "se_resnet20", "se_var1_resnet20", "se_var2_resnet20", "se_var3_resnet20", "eca_resnet20",
@@ -55,20 +65,12 @@ def costs(variants: dict[str, tuple[str, dict]]) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="training data root (lossless CIFAR-10 batches)")
-    p.add_argument("--runs", type=Path, required=True, help="folder for the run folders (outside the work tree)")
     p.add_argument("--out", type=Path, default=Path("notebooks/results/attention_study.json"))
     p.add_argument("--models", nargs="+", default=MODELS, help=f"registered model names (default: {' '.join(MODELS)})")
     p.add_argument("--ablations", nargs="*", default=None, metavar="NAME",
                    help="also train the paper's ablations as SE-ResNet-20 variants: the names of "
                         f"seresnet.ablation.ABLATIONS ({', '.join(ABLATION_VARIANTS)}), or none for all of them")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--val-split", type=int, default=5000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--test-data", action="append", default=[], metavar="NAME=PATH")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--compile", action="store_true")
+    add_recipe_arguments(p)
     args = p.parse_args(argv)
     missing = [r for r in REFERENCES if r not in args.models]
     if missing:
@@ -86,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as exc:
         p.error(str(exc))
 
-    recipe = dict(epochs=args.epochs, val_split=args.val_split, batch_size=args.batch_size,
-                  test_data=tuple(args.test_data), data=args.data, threads=args.threads, compile=args.compile)
+    recipe = recipe_from_args(args)
     runs: dict[str, dict] = {}
     for seed in args.seeds:
         for name, (model, overrides) in variants.items():

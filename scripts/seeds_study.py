@@ -20,7 +20,16 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from seresnet.study import accuracies, evaluation_sets, paired_over_seeds, run_key, run_or_load, spread
+from seresnet.study import (
+    accuracies,
+    add_recipe_arguments,
+    evaluation_sets,
+    paired_over_seeds,
+    recipe_from_args,
+    run_key,
+    run_or_load,
+    spread,
+)
 from seresnet.train import atomic_write_json
 
 
@@ -38,21 +47,12 @@ def summarise(runs: dict[str, dict], models: list[str], seeds: list[int]) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, help="training data root (lossless CIFAR-10 batches)")
-    p.add_argument("--runs", type=Path, required=True, help="folder for the run folders (outside the work tree)")
     p.add_argument("--out", type=Path, default=Path("notebooks/results/seeds_study.json"))
     p.add_argument("--models", nargs=2, default=["se_resnet20", "resnet20"], help="the SE model, then the plain one")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--val-split", type=int, default=5000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--test-data", action="append", default=[], metavar="NAME=PATH")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--compile", action="store_true")
+    add_recipe_arguments(p)
     args = p.parse_args(argv)
 
-    recipe = dict(epochs=args.epochs, val_split=args.val_split, batch_size=args.batch_size,
-                  test_data=tuple(args.test_data), data=args.data, threads=args.threads, compile=args.compile)
+    recipe = recipe_from_args(args)
     runs: dict[str, dict] = {}
     for seed in args.seeds:
         for model in args.models:

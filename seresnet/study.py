@@ -13,6 +13,7 @@ seed-to-seed spread that one pair of runs cannot show. With fewer than two paire
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -21,6 +22,25 @@ from typing import Any
 
 # Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (a table: no scipy dependency).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every study shares: data, run folder, seeds and the one recipe all its runs use."""
+    p.add_argument("--data", required=True, help="training data root (lossless CIFAR-10 batches)")
+    p.add_argument("--runs", type=Path, required=True, help="folder for the run folders (outside the work tree)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--val-split", type=int, default=5000)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--test-data", action="append", default=[], metavar="NAME=PATH")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile", action="store_true")
+
+
+def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`seresnet.train.TrainConfig` fields of the recipe given by :func:`add_recipe_arguments`."""
+    return dict(epochs=args.epochs, val_split=args.val_split, batch_size=args.batch_size,
+                test_data=tuple(args.test_data), data=args.data, threads=args.threads, compile=args.compile)
 
 
 def run_key(model: str, seed: int) -> str:
