@@ -542,7 +542,9 @@ def save_weights(model: SEResNet, out: Path, cfg: TrainConfig, history: list[dic
         "wall_time_s": last.get("wall_s"),
         "machine": _machine(),
         "trained_on": f"CIFAR-10 training images from {recipe['data'] or 'the default data root'}"
-                      + (f" less a stratified validation split of {cfg.val_split}" if cfg.val_split else ""),
+                      + (f" less a stratified validation split of {cfg.val_split}" if cfg.val_split else "")
+                      + (f"; each epoch a share of {cfg.jpeg_p:g} of them re-encoded as JPEG (quality 50-95) as "
+                         f"augmentation" if cfg.jpeg_p else ""),
         "weights_sha256": sha,
         "history": history,
     }

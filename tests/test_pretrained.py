@@ -31,8 +31,11 @@ def test_shipped_checkpoints_are_listed_and_describe_themselves() -> None:
     for name in SHIPPED:
         meta = pretrained_metadata(name)
         assert meta["model"] == name and meta["epochs"] == len(meta["history"])
-        assert "JPEG" in meta["trained_on"] and meta["machine"] and meta["wall_time_s"] > 0
-        assert {"lossless-test-subset", "jpeg-test", "jpeg-test-subset"} <= set(meta["evaluations"])
+        # trained on the lossless images less the validation split, with JPEG re-encoding as augmentation
+        assert "exact official pixels" in meta["trained_on"] and "JPEG" in meta["trained_on"]
+        assert meta["recipe"]["val_split"] == 5000 and meta["recipe"]["jpeg_p"] == 0.5
+        assert meta["machine"] and meta["wall_time_s"] > 0
+        assert {"val", "lossless-test-subset", "jpeg-test", "jpeg-test-subset"} <= set(meta["evaluations"])
         for ev in meta["evaluations"].values():
             assert ev["images"] > 0 and ev["description"] and ev["ci95"][0] <= ev["accuracy"] <= ev["ci95"][1]
         assert "/work/" not in json.dumps(meta)  # no folders of the machine it was trained on
@@ -176,17 +179,25 @@ def test_metadata_accuracy_is_what_evaluation_measures(cifar_root: Path) -> None
         assert meta["time_to_90_percent_s"] == (first["wall_s"] if first else None)
 
 
-def test_gate_history_of_the_lossless_run_loads_checked(tmp_path: Path) -> None:
-    """The excitations' history recorded in the 30-epoch lossless run (shown in notebook 03); the shipped
-    checkpoints predate the recording, so pretrained_gate_history says so."""
-    from seresnet.gate_history import GateHistory
+def test_shipped_gate_history_loads_checked_and_matches_the_training(tmp_path: Path, monkeypatch) -> None:
+    """The excitations' history recorded while the shipped se_resnet20 trained (notebook 03) loads, covers every
+    epoch and SE block, stays small, and is refused when damaged; resnet20 has no SE blocks and says so."""
     from seresnet.pretrained import pretrained_gate_history
 
-    folder = REPO / "notebooks" / "results" / "lossless_e30"
-    meta = json.loads((folder / "se_resnet20.json").read_text())
-    path = folder / meta["gate_history"]["file"]
-    assert sha256_file(path) == meta["gate_history"]["sha256"] and path.stat().st_size < 5_000_000
-    gates = GateHistory.load(path)
-    assert gates.epochs == list(range(1, meta["epochs"] + 1)) and len(gates.blocks) == 9
+    meta = pretrained_metadata("se_resnet20")
+    path = PRETRAINED_DIR / meta["gate_history"]["file"]
+    assert path.stat().st_size < 5_000_000
+    gates = pretrained_gate_history("se_resnet20")
+    assert gates.epochs == list(range(1, meta["epochs"] + 1))
+    assert gates.blocks == list(create_model("se_resnet20").se_blocks())
     with pytest.raises(ValueError, match="no recorded excitation history"):
+        pretrained_gate_history("resnet20")
+    # a damaged copy of the history is refused, not loaded
+    for f in PRETRAINED_DIR.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    (tmp_path / path.name).write_bytes(bytes(data))
+    monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
+    with pytest.raises(ValueError, match="does not match the SHA-256"):
         pretrained_gate_history("se_resnet20")
