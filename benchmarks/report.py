@@ -626,9 +626,14 @@ def time_to_accuracy() -> list[str]:
                 metas[(folder.name, p.stem)] = m
     if not metas:
         return []
+    from seresnet.pretrained import available_pretrained, pretrained_metadata
+
+    shipped = {pretrained_metadata(n).get("weights_sha256") for n in available_pretrained()}
     rows = []
     for (folder, name), m in metas.items():
         hist = m["history"]
+        if m.get("weights_sha256") in shipped:
+            name += " (shipped)"
         t90 = m.get("time_to_90_percent_s")
         ev = m["evaluations"]
         jpeg_p = m.get("recipe", {}).get("jpeg_p") or 0
@@ -644,7 +649,8 @@ def time_to_accuracy() -> list[str]:
             "the wall time from the start of training (compilation included) to the end of the first epoch whose "
             "validation accuracy (bfloat16, 5,000 held-out lossless training images) reached 90%. Accuracies: "
             "float32, measured after training, with 95% Wilson intervals. *JPEG aug.*: the share of training images "
-            "re-encoded as JPEG (quality 50-95) in every epoch (`--jpeg-p`).", "",
+            "re-encoded as JPEG (quality 50-95) in every epoch (`--jpeg-p`). *(shipped)*: the weights shipped in "
+            "`seresnet/pretrained/` (same SHA-256).", "",
             *[f"- Machine: {machine}." for machine in machines],
             "- The two runs of a recipe trained at the same time, one thread each, on the 2-core machine while other "
             "work (tests, notebooks) ran beside them: the minutes are those of a shared machine, not of one run "
