@@ -26,6 +26,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyBboxPatch, Patch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .blocks import INTEGRATIONS, BasicBlock, Bottleneck
 from .model import SEResNet, SEResNetConfig, count_params, get_config, list_models
@@ -142,34 +143,27 @@ def _profile(config: SEResNetConfig) -> _Profile:
             sizes[name] = (int(out.shape[-2]), int(out.shape[-1])) if out.ndim == 4 else (1, 1)
         return hook
 
-    def mac_hook(top: str, in_se: bool):
-        # Same rule as FlopCounterMode (one multiply-add per weight per output position); pooling, BN and the SE
-        # scaling are not counted, as in the paper's FLOP counts.
-        def hook(module: nn.Module, args: Any, out: torch.Tensor) -> None:
-            if isinstance(module, nn.Conv2d):
-                k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
-            else:
-                k = module.in_features
-            macs[top] = macs.get(top, 0) + out.numel() * k
-            if in_se:
-                se_macs[top] = se_macs.get(top, 0) + out.numel() * k
-        return hook
-
     for name, child in model.named_children():
         handles.append(child.register_forward_hook(size_hook(name)))
-        in_se = {id(m) for se in child.modules() if isinstance(se, SEBlock) for m in se.modules()}
-        for sub in child.modules():
-            if isinstance(sub, (nn.Conv2d, nn.Linear)):
-                handles.append(sub.register_forward_hook(mac_hook(name, id(sub) in in_se)))
     handles.append(model.stem.conv.register_forward_hook(size_hook("stem.conv")))
     try:
         # Batch norm changes no shape and no count, and on the meta device it runs through slow Python
         # decompositions (about two thirds of the time of this trace): skip it while tracing.
-        with torch.no_grad(), mock.patch.object(nn.BatchNorm2d, "forward", lambda self, x: x):
+        # FlopCounterMode counts every matmul and convolution (1-d too) on the meta device, per module: pooling,
+        # BN and the gate's scaling are not counted, as in the paper's FLOP counts.
+        with torch.no_grad(), mock.patch.object(nn.BatchNorm2d, "forward", lambda self, x: x), \
+                FlopCounterMode(display=False) as counter:
             model(torch.empty(1, config.in_chans, config.input_size, config.input_size, device="meta"))
     finally:
         for h in handles:
             h.remove()
+    root = type(model).__name__
+    flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    for name, child in model.named_children():
+        macs[name] = flops.get(f"{root}.{name}", 0) // 2
+        # the attention module of every residual unit (SE or any module of seresnet.attention) sits at unit.se
+        se_macs[name] = sum(flops.get(f"{root}.{name}.{i}.se", 0) for i, _ in enumerate(child)
+                            ) // 2 if isinstance(child, nn.Sequential) else 0
     return _Profile(sizes.pop("stem.conv"), sizes, macs, se_macs)
 
 
@@ -523,7 +517,10 @@ def stage_table(model: SEResNet | SEResNetConfig | str, **overrides: Any) -> lis
         if i == 0 and pool is not None:
             # the paper lists the stem's max pool under conv2_x, whose output size it sets
             spec.insert(0, f"{pool.kernel_size}x{pool.kernel_size} max pool, stride {pool.stride}")
-        se_fc = None if last.se is None else [last.se.excitation.fc1.out_features, last.se.excitation.fc1.in_features]
+        # the FC widths [C/r, C] of an SE-style excitation (SE, CBAM's shared MLP, GC's transform); None for gates
+        # without one (ECA's 1-d conv, SE-Var1-3, GE, FcaNet's FCs are still an SE excitation and are listed)
+        fc1 = getattr(getattr(last.se, "excitation", None), "fc1", None)
+        se_fc = [fc1.out_features, fc1.in_features] if isinstance(fc1, nn.Linear) else None
         h, w = prof.output_sizes[name]
         records.append({
             "stage": f"conv{stage}_x", "module": name, "output_size": f"{h}x{w}", "block": spec, "se_fc": se_fc,

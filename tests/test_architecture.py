@@ -214,6 +214,33 @@ def test_stage_table_cifar_against_a_real_forward() -> None:
     assert rows[1]["block"] == ["3x3, 16", "3x3, 16"]
 
 
+@pytest.mark.parametrize("attention", ["eca", "se_var3", "gc", "cbam", "fca", "nosqueeze"])
+def test_stage_table_counts_every_attention_module(attention: str) -> None:
+    """Issue 16: the stage table works for every module of seresnet.attention; its attention MACs are those of the
+    gate modules alone, counted on a real forward with FlopCounterMode, and its parameters those of the modules."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = create_model(f"{attention}_resnet20").eval()
+    rows = A.stage_table(model)
+    assert sum(r["macs"] for r in rows) == count_macs(model)
+    inputs: dict[nn.Module, torch.Tensor] = {}  # what every gate sees in one forward pass
+    handles = [m.se.register_forward_pre_hook(lambda m, args: inputs.setdefault(m, args[0]))
+               for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    for h in handles:
+        h.remove()
+    for r in rows[1:-1]:
+        gates = [unit.se for unit in getattr(model, r["module"])]
+        assert r["se_params"] == sum(count_params(g) for g in gates) > 0
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            for g in gates:
+                g(inputs[g])
+        assert r["se_macs"] == counter.get_total_flops() // 2
+    fc1 = getattr(getattr(model.layer1[0].se, "excitation", None), "fc1", None)
+    assert (rows[1]["se_fc"] is None) == (not isinstance(fc1, nn.Linear))
+
+
 def test_stage_table_options_and_errors() -> None:
     rows = A.stage_table("se_resnet50", integration="3x3")
     assert [r["se_fc"] for r in rows[1:-1]] == [[4, 64], [8, 128], [16, 256], [32, 512]]  # SE on the 3x3 output
