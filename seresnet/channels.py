@@ -18,7 +18,7 @@ Models run in eval mode (BN with running statistics: every image is independent 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +32,7 @@ from .data import normalize
 from .se import SEBlock
 
 __all__ = ["ChannelExamples", "channel_examples", "gate_attribution", "gate_attribution_all", "gate_edit_effect",
-           "grad_cam", "load_image", "patch_excitations"]
+           "grad_cam", "largest_class_lift", "load_image", "patch_excitations"]
 
 
 def load_image(source: str | os.PathLike | np.ndarray | torch.Tensor | Any, size: int = 32) -> torch.Tensor:
@@ -113,6 +113,21 @@ def per_channel(values: torch.Tensor) -> torch.Tensor:
     if values.ndim == 3:
         return values[:, 0]
     raise ValueError(f"expected (B, C), (B, D, C) or (B, C, H, W) values, got shape {tuple(values.shape)}")
+
+
+def largest_class_lift(stats: hooks.ExcitationStats, blocks: Sequence[str] | None = None) -> tuple[str, int, int]:
+    """``(block, class, channel)`` whose class-mean excitation lies furthest above the channel's mean over all
+    images, searched over ``blocks`` (default: the blocks of the last stage): the channel the gate opens most for
+    one class compared with the others (notebook 07's choice)."""
+    names = list(blocks) if blocks is not None else [
+        b for b in stats.block_names if b.rsplit("_", 1)[0] == stats.block_names[-1].rsplit("_", 1)[0]]
+    unknown = [b for b in names if b not in stats.mean]
+    if not names or unknown:
+        raise ValueError(f"expected SE blocks of these statistics ({', '.join(stats.block_names)}), got {names!r}")
+    lifts = {b: stats.mean[b] - stats.overall_mean[b] for b in names}  # (classes, channels)
+    block = max(names, key=lambda b: float(lifts[b].max()))
+    cls, channel = divmod(int(lifts[block].argmax()), lifts[block].shape[1])
+    return block, cls, channel
 
 
 @torch.no_grad()

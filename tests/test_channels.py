@@ -217,3 +217,18 @@ def test_channel_views_accept_other_attention_modules(name: str) -> None:
     per_image = per_image.sum(dim=(2, 3)) if per_image.ndim == 4 else per_image
     expected = torch.stack([per_image[labels == k].mean(0) for k in range(10)])
     torch.testing.assert_close(attribution, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_largest_class_lift_is_the_maximum_over_every_class_and_channel(setup) -> None:
+    """Notebook 07's choice of channel: the largest class mean minus overall mean, found by brute force."""
+    model, images, labels = setup
+    stats = hooks.excitation_stats(model, [(normalize(images), labels)], num_classes=10)
+    for blocks in (None, ["SE_2_1", "SE_3_2"]):
+        searched = blocks or ["SE_4_1", "SE_4_2", "SE_4_3"]  # default: the last stage
+        best = max((float(stats.mean[b][k, c] - stats.overall_mean[b][c]), b, k, c) for b in searched
+                    for k in range(10) for c in range(stats.channels[b]))
+        assert channels.largest_class_lift(stats, blocks) == best[1:]
+    with pytest.raises(ValueError, match="expected SE blocks"):
+        channels.largest_class_lift(stats, ["SE_9_9"])
+    with pytest.raises(ValueError, match="expected SE blocks"):
+        channels.largest_class_lift(stats, [])
