@@ -9,9 +9,11 @@
 One recipe for all (the seeds study's: pass the same options and the same ``--runs`` folder and its se_resnet20 and
 resnet20 runs are reused, not trained again). Runs go seed by seed, so an interrupted sweep has every variant at the
 first seeds rather than a few variants at all seeds. Idempotent and resumable (``seresnet.study``). After every
-finished run the results so far go to ``--out`` (default ``notebooks/results/attention_study.json``): per run the
-accuracy on every set with its 95% interval; per model its parameters, multiply-adds, mean and spread over seeds;
-and each model's difference to resnet20 and to se_resnet20, paired by seed, with a t-interval over seeds.
+finished run the results so far go to ``--out`` (default ``notebooks/results/attention_study.json``): every finished
+run of the sweep in ``--runs``, whichever process or session trained it (``--collect`` only writes them and trains
+nothing); per run the accuracy on every set with its 95% interval; per model its parameters, multiply-adds, mean and
+spread over seeds; and each model's difference to resnet20 and to se_resnet20, paired by seed, with a t-interval
+over seeds.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from seresnet.study import (
     accuracies,
     add_recipe_arguments,
     evaluation_sets,
+    load_run,
     paired_over_seeds,
     recipe_from_args,
     run_key,
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ablations", nargs="*", default=None, metavar="NAME",
                    help="also train the paper's ablations as SE-ResNet-20 variants: the names of "
                         f"seresnet.ablation.ABLATIONS ({', '.join(ABLATION_VARIANTS)}), or none for all of them")
+    p.add_argument("--collect", action="store_true",
+                   help="train nothing: write --out from the runs of the sweep that have finished in --runs")
     add_recipe_arguments(p)
     args = p.parse_args(argv)
     missing = [r for r in REFERENCES if r not in args.models]
@@ -89,23 +94,40 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
 
     recipe = recipe_from_args(args)
-    runs: dict[str, dict] = {}
-    for seed in args.seeds:
-        for name, (model, overrides) in variants.items():
+    sweep = [(seed, name) for seed in args.seeds for name in variants]
+
+    def write() -> None:
+        runs = {}  # every finished run of the sweep, also those trained by another process or an earlier session
+        for seed, name in sweep:
+            model, overrides = variants[name]
+            done = load_run(model, seed, args.runs, recipe, overrides)
+            if done is not None:
+                runs[run_key(name, seed)] = done
+        trained_with = next((r.pop("recipe") for r in list(runs.values())[:1]), recipe)
+        for r in runs.values():
+            r.pop("recipe", None)
+        state = {"format": "seresnet.attention_study/1", "recipe": trained_with, "models": list(variants),
+                 "seeds": args.seeds, "costs": model_costs, "runs": runs,
+                 "variants": {n: {"model": m, "overrides": o} for n, (m, o) in variants.items()},
+                 "summary": summarise(runs, list(variants)),
+                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        atomic_write_json(args.out, state)
+
+    try:
+        if args.collect:
+            write()
+            print(f"wrote {args.out}")
+            return 0
+        for seed, name in sweep:
+            model, overrides = variants[name]
             key = run_key(name, seed)
-            try:
-                runs[key] = run_or_load(model, seed, args.runs, recipe, overrides)
-            except (ValueError, OSError, FloatingPointError) as exc:
-                print(f"error: {key}: {exc}", file=sys.stderr)
-                return 2
-            state = {"format": "seresnet.attention_study/1", "recipe": runs[key].pop("recipe"),
-                     "models": list(variants), "seeds": args.seeds, "costs": model_costs, "runs": runs,
-                     "variants": {n: {"model": m, "overrides": o} for n, (m, o) in variants.items()},
-                     "summary": summarise(runs, list(variants)),
-                     "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            atomic_write_json(args.out, state)
-            print(f"{key}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in runs[key]["evaluations"].items()),
+            run = run_or_load(model, seed, args.runs, recipe, overrides)
+            write()
+            print(f"{key}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in run["evaluations"].items()),
                   flush=True)
+    except (ValueError, OSError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

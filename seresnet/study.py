@@ -59,26 +59,47 @@ def variant_name(model: str, overrides: dict[str, Any] | None = None) -> str:
     return "+".join(parts)
 
 
+def load_run(model: str, seed: int, runs_dir: Path, recipe: dict[str, Any] | None = None,
+             overrides: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The summary (evaluations, wall time, machine, recipe) of the finished run of ``model`` (with config
+    ``overrides``) and ``seed`` in ``runs_dir``, read from its ``metadata.json``; None if it has not finished.
+
+    With ``recipe``, a finished run trained with other epochs, validation split or batch size is refused with a
+    ``ValueError`` rather than mixed into a study of another recipe.
+    """
+    overrides = dict(overrides or {})
+    folder = Path(runs_dir) / run_key(variant_name(model, overrides), seed)
+    if not (folder / "metadata.json").is_file():
+        return None
+    meta = json.loads((folder / "metadata.json").read_text())
+    for key in ("epochs", "val_split", "batch_size"):
+        if recipe is not None and key in recipe and meta["recipe"].get(key) != recipe[key]:
+            raise ValueError(f"{folder} was trained with {key}={meta['recipe'].get(key)!r}, this study asks for "
+                             f"{key}={recipe[key]!r}: use another --runs folder or the same recipe")
+    return {"model": model, "overrides": overrides, "seed": seed, "evaluations": meta["evaluations"],
+            "wall_time_s": meta["wall_time_s"], "machine": meta["machine"],
+            "recipe": {k: v for k, v in meta["recipe"].items() if k not in ("model", "overrides", "seed", "out")}}
+
+
 def run_or_load(model: str, seed: int, runs_dir: Path, recipe: dict[str, Any],
                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model`` (with config ``overrides``) with ``seed`` into ``runs_dir/<variant name>-s<seed>`` unless
-    that run finished, then return its summary (evaluations, wall time, machine, recipe) from the run's
-    ``metadata.json``.
+    that run finished, then return its summary (:func:`load_run`).
 
     ``recipe``: :class:`seresnet.train.TrainConfig` fields other than model, overrides, seed and out. Errors of the
     run (bad data, a changed recipe on resume, divergence) propagate.
     """
     from .train import TrainConfig, train
 
-    overrides = dict(overrides or {})
+    done = load_run(model, seed, runs_dir, recipe, overrides)
+    if done is not None:
+        return done
     folder = Path(runs_dir) / run_key(variant_name(model, overrides), seed)
-    if not (folder / "metadata.json").is_file():
-        cfg = TrainConfig(model=model, overrides=overrides, seed=seed, out=str(folder), **recipe)
-        train(cfg, resume=(folder / "checkpoint.pt").is_file(), progress=False)
-    meta = json.loads((folder / "metadata.json").read_text())
-    return {"model": model, "overrides": overrides, "seed": seed, "evaluations": meta["evaluations"],
-            "wall_time_s": meta["wall_time_s"], "machine": meta["machine"],
-            "recipe": {k: v for k, v in meta["recipe"].items() if k not in ("model", "overrides", "seed", "out")}}
+    cfg = TrainConfig(model=model, overrides=dict(overrides or {}), seed=seed, out=str(folder), **recipe)
+    train(cfg, resume=(folder / "checkpoint.pt").is_file(), progress=False)
+    summary = load_run(model, seed, runs_dir, recipe, overrides)
+    assert summary is not None, f"{folder}: training ended without metadata.json"
+    return summary
 
 
 def accuracies(runs: dict[str, dict], model: str, set_name: str) -> dict[int, float]:

@@ -70,3 +70,23 @@ def test_paper_ablations_join_the_study_as_named_variants(study, tiny_folder: Pa
     assert "minus_se_resnet20" in stored["summary"]["val"]["se_resnet20+reduction=4"]
     with pytest.raises(SystemExit):
         study.main([*args[:-2], "--ablations", "r=5"])
+
+
+def test_collect_writes_every_finished_run_and_refuses_another_recipe(study, tiny_folder: Path,
+                                                                      tmp_path: Path) -> None:
+    """Runs finished by another process (here: seed 1 trained alone) all reach the stored file; --collect trains
+    nothing and leaves unfinished runs out; a run folder of another recipe is refused, not mixed in."""
+    out, runs = tmp_path / "family.json", tmp_path / "runs"
+    common = ["--data", str(tiny_folder), "--runs", str(runs), "--out", str(out), "--epochs", "1",
+              "--val-split", "20", "--threads", "1", "--batch-size", "32"]
+    assert study.main([*common, "--models", "resnet20", "se_resnet20", "--seeds", "1"]) == 0
+    assert study.main([*common, "--models", "resnet20", "se_resnet20", "--seeds", "0"]) == 0
+    assert sorted(json.loads(out.read_text())["runs"]) == ["resnet20-s0", "se_resnet20-s0"]
+    assert study.main([*common, "--models", "resnet20", "se_resnet20", "eca_resnet20", "--seeds", "0", "1",
+                       "--collect"]) == 0
+    stored = json.loads(out.read_text())
+    assert sorted(stored["runs"]) == ["resnet20-s0", "resnet20-s1", "se_resnet20-s0", "se_resnet20-s1"]
+    assert not (runs / "eca_resnet20-s0").exists()  # nothing trained
+    assert stored["summary"]["val"]["se_resnet20"]["minus_resnet20"]["paired_seeds"] == [0, 1]
+    assert study.main([*common[:-4], "--threads", "1", "--batch-size", "64", "--models", "resnet20",
+                       "se_resnet20", "--seeds", "0", "--collect"]) == 2
