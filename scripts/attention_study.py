@@ -103,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             done = load_run(model, seed, args.runs, recipe, overrides)
             if done is not None:
                 runs[run_key(name, seed)] = done
-        trained_with = next((r.pop("recipe") for r in list(runs.values())[:1]), recipe)
-        for r in runs.values():
-            r.pop("recipe", None)
+        recipes = [r.pop("recipe") for r in runs.values()]  # one recipe for all: load_run refuses others
+        trained_with = recipes[0] if recipes else recipe
         state = {"format": "seresnet.attention_study/1", "recipe": trained_with, "models": list(variants),
                  "seeds": args.seeds, "costs": model_costs, "runs": runs,
                  "variants": {n: {"model": m, "overrides": o} for n, (m, o) in variants.items()},

@@ -162,8 +162,8 @@ def _profile(config: SEResNetConfig) -> _Profile:
     for name, child in model.named_children():
         macs[name] = flops.get(f"{root}.{name}", 0) // 2
         # the attention module of every residual unit (SE or any module of seresnet.attention) sits at unit.se
-        se_macs[name] = sum(flops.get(f"{root}.{name}.{i}.se", 0) for i, _ in enumerate(child)
-                            ) // 2 if isinstance(child, nn.Sequential) else 0
+        units = range(len(child)) if isinstance(child, nn.Sequential) else ()
+        se_macs[name] = sum(flops.get(f"{root}.{name}.{i}.se", 0) for i in units) // 2
     return _Profile(sizes.pop("stem.conv"), sizes, macs, se_macs)
 
 
@@ -517,8 +517,8 @@ def stage_table(model: SEResNet | SEResNetConfig | str, **overrides: Any) -> lis
         if i == 0 and pool is not None:
             # the paper lists the stem's max pool under conv2_x, whose output size it sets
             spec.insert(0, f"{pool.kernel_size}x{pool.kernel_size} max pool, stride {pool.stride}")
-        # the FC widths [C/r, C] of an SE-style excitation (SE, CBAM's shared MLP, GC's transform); None for gates
-        # without one (ECA's 1-d conv, SE-Var1-3, GE, FcaNet's FCs are still an SE excitation and are listed)
+        # the FC widths [C/r, C] where the gate's excitation has a reducing fc1 (SE, CBAM's shared MLP, GC, FcaNet);
+        # None for gates without one (ECA's 1-d conv, SE-Var1-3, GE, NoSqueeze's 1x1 convs)
         fc1 = getattr(getattr(last.se, "excitation", None), "fc1", None)
         se_fc = [fc1.out_features, fc1.in_features] if isinstance(fc1, nn.Linear) else None
         h, w = prof.output_sizes[name]

@@ -124,8 +124,11 @@ def largest_class_lift(stats: hooks.ExcitationStats, blocks: Sequence[str] | Non
     unknown = [b for b in names if b not in stats.mean]
     if not names or unknown:
         raise ValueError(f"expected SE blocks of these statistics ({', '.join(stats.block_names)}), got {names!r}")
-    lifts = {b: stats.mean[b] - stats.overall_mean[b] for b in names}  # (classes, channels)
+    # (classes, channels); a class without images has no mean (NaN) and cannot be chosen
+    lifts = {b: (stats.mean[b] - stats.overall_mean[b]).nan_to_num(nan=-torch.inf) for b in names}
     block = max(names, key=lambda b: float(lifts[b].max()))
+    if float(lifts[block].max()) == -torch.inf:
+        raise ValueError("no class has any image in these statistics: there is no class mean to compare")
     cls, channel = divmod(int(lifts[block].argmax()), lifts[block].shape[1])
     return block, cls, channel
 

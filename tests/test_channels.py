@@ -232,3 +232,7 @@ def test_largest_class_lift_is_the_maximum_over_every_class_and_channel(setup) -
         channels.largest_class_lift(stats, ["SE_9_9"])
     with pytest.raises(ValueError, match="expected SE blocks"):
         channels.largest_class_lift(stats, [])
+    # a class without images has no class mean (NaN): it is never chosen
+    partial = hooks.excitation_stats(model, [(normalize(images[labels != 3]), labels[labels != 3])], num_classes=10)
+    assert channels.largest_class_lift(partial)[1] != 3
+    assert torch.isnan(partial.mean["SE_4_1"][3]).all()

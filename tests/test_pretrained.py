@@ -179,7 +179,8 @@ def test_metadata_accuracy_is_what_evaluation_measures(cifar_root: Path) -> None
         assert meta["time_to_90_percent_s"] == (first["wall_s"] if first else None)
 
 
-def test_shipped_gate_history_loads_checked_and_matches_the_training(tmp_path: Path, monkeypatch) -> None:
+def test_shipped_gate_history_loads_checked_and_matches_the_training(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The excitations' history recorded while the shipped se_resnet20 trained (notebook 03) loads, covers every
     epoch and SE block, stays small, and is refused when damaged; resnet20 has no SE blocks and says so."""
     from seresnet.pretrained import pretrained_gate_history
@@ -192,6 +193,15 @@ def test_shipped_gate_history_loads_checked_and_matches_the_training(tmp_path: P
     assert gates.blocks == list(create_model("se_resnet20").se_blocks())
     with pytest.raises(ValueError, match="no recorded excitation history"):
         pretrained_gate_history("resnet20")
+    # the 30-epoch lossless run's history, which notebook 03 compares with it, is stored and checked the same way
+    from seresnet.gate_history import GateHistory
+
+    folder = REPO / "notebooks" / "results" / "lossless_e30"
+    e30 = json.loads((folder / "se_resnet20.json").read_text())
+    e30_path = folder / e30["gate_history"]["file"]
+    assert sha256_file(e30_path) == e30["gate_history"]["sha256"] and e30_path.stat().st_size < 5_000_000
+    e30_gates = GateHistory.load(e30_path)
+    assert e30_gates.epochs == list(range(1, e30["epochs"] + 1)) and len(e30_gates.blocks) == 9
     # a damaged copy of the history is refused, not loaded
     for f in PRETRAINED_DIR.iterdir():
         shutil.copy(f, tmp_path / f.name)
