@@ -43,7 +43,9 @@ __all__ = [
     "PUBLISHED_ATTENTION",
     "PUBLISHED_MISSING",
     "STUDIES",
+    "STUDY_REFERENCE",
     "Variant",
+    "ablation_study_rows",
     "ablation_table",
     "default_knockout_scopes",
     "format_table",
@@ -51,6 +53,7 @@ __all__ = [
     "knockout_accuracy",
     "load_ablation_results",
     "paper_row",
+    "plot_ablation_study",
     "plot_ablations",
     "plot_knockout",
     "plot_published_attention",
@@ -546,6 +549,99 @@ def plot_ablations(results: Mapping[str, Any] | Sequence[Mapping[str, Any]], stu
     axes[-1, 0].set_xlabel("error minus the default SE model's error (percentage points; < 0 = better)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside upper center", fontsize=8, ncols=1)
+    return fig
+
+
+# --- the same ablations with the study's recipe and seeds (scripts/attention_study.py --ablations) ----------------
+STUDY_REFERENCE = "se_resnet20"
+
+
+def ablation_study_rows(study: Mapping[str, Any], set_name: str = "val") -> list[dict[str, Any]]:
+    """The paper's ablations as trained by ``scripts/attention_study.py --ablations``: one row per (study, setting)
+    of ``STUDIES``, ours beside the paper's, every study led by its default (SE-ResNet-20 itself, difference 0).
+
+    Keys: study, setting, model (the study's variant name, e.g. ``"se_resnet20+reduction=4"``), seeds (paired seeds
+    finished), d_acc (accuracy on ``set_name`` minus SE-ResNet-20's, paired by seed, in points; None before a run
+    has finished), per_seed (points), ci95 (t 95% interval over seeds in points; None below two seeds), verdict,
+    paper_table and paper_d_acc (the paper's ImageNet top-1 *accuracy* of the setting minus its default
+    SE-ResNet-50's, in points, so that > 0 means better on both sides; None where the paper has no number).
+    """
+    from .study import paired_table, variant_name
+
+    summary = study.get("summary", {}).get(set_name)
+    if summary is None:
+        raise ValueError(f"the study has no results on {set_name!r}; it has {sorted(study.get('summary', {}))}")
+    paper_ref = paper_row("reduction", "16")["top1"]
+    ref_seeds = summary.get(STUDY_REFERENCE, {}).get("seeds", [])
+    rows: list[dict[str, Any]] = []
+    for name in STUDIES:
+        default = Variant("SE (default)", name, DEFAULT_SETTING[name])
+        for v in [default, *[v for v in ABLATIONS if v.study == name]]:
+            model = variant_name(v.model, v.overrides)
+            p = paper_row(name, v.setting)
+            row = dict(study=name, setting=v.setting, model=model, paper_table=p["table"] if p else None,
+                       paper_d_acc=round(paper_ref - p["top1"], 2) if p else None)
+            if v is default:
+                rows.append({**row, "seeds": len(ref_seeds), "d_acc": 0.0 if ref_seeds else None,
+                             "per_seed": [0.0] * len(ref_seeds), "ci95": None, "interval": "-",
+                             "verdict": "the reference" if ref_seeds else "not trained yet"})
+            else:
+                rows.append({**row, **paired_table(study, [model], STUDY_REFERENCE, set_name)[0]})
+    return rows
+
+
+def plot_ablation_study(study: Mapping[str, Any], set_name: str = "val", figsize: tuple[float, float] | None = None):
+    """``ablation_study_rows`` as a figure: one row of panels per study; on the left our CIFAR-10 accuracy minus
+    SE-ResNet-20's (each seed a dot, the mean with its t 95% interval over seeds, a hollow marker where the
+    interval is undefined, "not trained yet" where no run finished), on the right, on its own axis, the paper's
+    ImageNet top-1 accuracy minus its default SE-ResNet-50's. Returns the Figure."""
+    from .plots import _new_figure
+
+    rows = ablation_study_rows(study, set_name)
+    heights = [sum(r["study"] == s for r in rows) for s in STUDIES]
+    fig = _new_figure(figsize or (11.0, 1.2 + 0.36 * sum(heights) + 0.45 * len(STUDIES)))
+    axes = fig.subplots(len(STUDIES), 2, gridspec_kw=dict(height_ratios=heights, width_ratios=[1.6, 1.0]),
+                        squeeze=False, sharex="col")
+    where = dict(val="validation").get(set_name, set_name)
+    for (ax, ax_p), name in zip(axes, STUDIES):
+        sub = [r for r in rows if r["study"] == name]
+        for i, r in enumerate(sub):
+            if r["verdict"] == "the reference":
+                ax.scatter([0], [i], s=40, marker="D", color="0.5", zorder=3)
+            elif r["d_acc"] is None:
+                ax.text(0.02, i, "not trained yet", va="center", fontsize=8, color="0.4",
+                        transform=ax.get_yaxis_transform())
+            else:
+                ax.scatter(r["per_seed"], [i] * len(r["per_seed"]), s=14, color="#7da7d9", zorder=2)
+                if r["ci95"] is None:
+                    ax.scatter([r["d_acc"]], [i], s=50, facecolors="none", edgecolors="black", zorder=3)
+                else:
+                    lo, hi = r["ci95"]
+                    ax.errorbar(r["d_acc"], i, xerr=[[r["d_acc"] - lo], [hi - r["d_acc"]]], fmt="o",
+                                color="black", capsize=3, zorder=3)
+            if r["paper_d_acc"] is None:
+                ax_p.text(0.02, i, "no paper number", va="center", fontsize=8, color="0.4",
+                          transform=ax_p.get_yaxis_transform())
+            else:
+                ax_p.barh(i, r["paper_d_acc"], height=0.5, color="tab:orange")
+        labels = [f"{r['setting']}" + (" (default)" if r["setting"] == DEFAULT_SETTING[name] else "")
+                  + f"  ({r['seeds']} seed{'' if r['seeds'] == 1 else 's'})" for r in sub]
+        ax.set_yticks(range(len(sub)), labels)
+        ax_p.set_yticks(range(len(sub)), [""] * len(sub))
+        for a in (ax, ax_p):
+            a.set_ylim(len(sub) - 0.5, -0.5)
+            a.axvline(0, color="0.2", lw=0.8)
+            a.grid(axis="x", alpha=0.3)
+        tables = sorted({r["paper_table"] for r in sub if r["paper_table"]})
+        ax.set_title(name + (f" (paper Table {', '.join(map(str, tables))})" if tables else ""), fontsize=10,
+                     loc="left")
+    axes[0, 0].set_title("ours: SE-ResNet-20, CIFAR-10", fontsize=10, loc="right", color="0.3")
+    axes[0, 1].set_title("paper: SE-ResNet-50, ImageNet", fontsize=10, loc="right", color="0.3")
+    fig.suptitle("The paper's ablations, each against the default SE model (> 0 means better)\nours: each seed "
+                 "(blue), paired mean with its 95% t-interval (black), hollow = interval undefined, grey = the default",
+                 fontsize=10)
+    axes[-1, 0].set_xlabel(f"CIFAR-10 {where} accuracy minus SE-ResNet-20 (points)")
+    axes[-1, 1].set_xlabel("ImageNet top-1 accuracy minus SE-ResNet-50\n(points, the paper's own recipe)")
     return fig
 
 

@@ -133,3 +133,38 @@ def paired_over_seeds(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
 
 def evaluation_sets(runs: dict[str, dict]) -> list[str]:
     return sorted({s for r in runs.values() for s in r["evaluations"]})
+
+
+def verdict(difference: dict[str, Any] | None, reference: str) -> str:
+    """What a paired difference (:func:`paired_over_seeds`) to ``reference`` allows one to say: better or worse
+    beyond seed noise when its 95% interval excludes 0, no difference shown when it contains 0, no verdict below
+    two seeds, "not trained yet" without any finished pair."""
+    if difference is None or difference.get("mean") is None:
+        return "not trained yet"
+    if difference.get("ci95") is None:
+        return "interval undefined (fewer than two seeds): no verdict"
+    lo, hi = difference["ci95"]
+    return (f"better than {reference} beyond seed noise" if lo > 0 else
+            f"worse than {reference} beyond seed noise" if hi < 0 else "the interval contains 0: no difference shown")
+
+
+def paired_table(study: dict[str, Any], models: list[str], reference: str, set_name: str = "val"
+                 ) -> list[dict[str, Any]]:
+    """One row per model of a study JSON (``scripts/attention_study.py``): its accuracy on ``set_name`` minus
+    ``reference``'s paired by seed, in points (``d_acc``, ``per_seed``, ``ci95``; None where undefined), the number
+    of paired seeds, the :func:`verdict` and the interval as text (``interval``: "undefined" below two seeds)."""
+    summary = study.get("summary", {}).get(set_name)
+    if summary is None:
+        raise ValueError(f"the study has no results on {set_name!r}; it has {sorted(study.get('summary', {}))}")
+    rows = []
+    for m in models:
+        d = summary.get(m, {}).get(f"minus_{reference}")
+        has = d is not None and d.get("mean") is not None
+        rows.append({"model": m, "seeds": len(d["paired_seeds"]) if has else 0,
+                     "d_acc": 100 * d["mean"] if has else None,
+                     "per_seed": [100 * x for x in d["per_seed"]] if has else [],
+                     "ci95": [100 * x for x in d["ci95"]] if has and d["ci95"] is not None else None,
+                     "verdict": verdict(d, reference)})
+        ci = rows[-1]["ci95"]
+        rows[-1]["interval"] = "undefined" if ci is None else f"{ci[0]:+.2f} to {ci[1]:+.2f}"
+    return rows

@@ -249,6 +249,52 @@ def test_table_and_plot_from_results():
     assert [b.get_width() for b in paper] == pytest.approx([0.0, 23.47 - 22.28])
 
 
+def _study(acc_by_model):
+    """A study JSON's summary as scripts/attention_study.py writes it, from per-seed accuracies."""
+    from seresnet.study import paired_over_seeds
+
+    ref = acc_by_model["se_resnet20"]
+    summary = {m: {"seeds": sorted(a), "minus_se_resnet20": paired_over_seeds(a, ref)} for m, a in acc_by_model.items()
+               if m != "se_resnet20"}
+    summary["se_resnet20"] = {"seeds": sorted(ref)}
+    return {"models": list(acc_by_model), "summary": {"val": summary}}
+
+
+def test_ablation_study_rows_pair_by_seed_and_sit_beside_the_paper():
+    study = _study({"se_resnet20": {0: 0.80, 1: 0.82, 2: 0.81},
+                    "resnet20": {0: 0.79, 1: 0.81, 2: 0.80},  # 1 point worse on every seed
+                    "se_resnet20+gate=tanh": {0: 0.78},
+                    "se_resnet20+reduction=4": {0: 0.81, 1: 0.81, 2: 0.82}})  # +1, -1, +1
+    rows = ablation.ablation_study_rows(study)
+    by = {(r["study"], r["setting"]): r for r in rows}
+    assert [r["setting"] for r in rows if r["study"] == "reduction"] == ["16", "no SE", "2", "4", "8", "32"]
+    assert by[("gate", "sigmoid")]["verdict"] == "the reference" and by[("gate", "sigmoid")]["seeds"] == 3
+    no_se = by[("reduction", "no SE")]
+    assert no_se["d_acc"] == pytest.approx(-1.0) and no_se["ci95"] == pytest.approx([-1.0, -1.0])
+    assert no_se["verdict"].startswith("worse")
+    r4 = by[("reduction", "4")]
+    assert r4["per_seed"] == pytest.approx([1.0, -1.0, 1.0]) and r4["verdict"].startswith("the interval contains 0")
+    half = 4.303 * math.sqrt(4 / 3) / math.sqrt(3)  # t(2) * sd of (1, -1, 1) / sqrt(3)
+    assert r4["ci95"] == pytest.approx([1 / 3 - half, 1 / 3 + half], abs=1e-3)
+    tanh = by[("gate", "tanh")]
+    assert tanh["seeds"] == 1 and tanh["ci95"] is None and "undefined" in tanh["verdict"]
+    assert by[("squeeze", "max")]["d_acc"] is None and by[("squeeze", "max")]["verdict"] == "not trained yet"
+    # the paper's side as an accuracy change, so > 0 means better on both sides: 22.28 - 23.00 (Table 12)
+    assert tanh["paper_d_acc"] == pytest.approx(22.28 - 23.00)
+    assert by[("gate", "hard_sigmoid")]["paper_d_acc"] is None
+    with pytest.raises(ValueError, match="no results on 'test'"):
+        ablation.ablation_study_rows(study, "test")
+
+    fig = ablation.plot_ablation_study(study)
+    ours = fig.axes[0::2]
+    assert len(ours) == len(ablation.STUDIES)
+    assert len(ours[0].containers) == 2  # error bars: no SE and r=4, the only ones with an interval
+    texts = [t.get_text() for ax in ours for t in ax.texts]
+    assert texts.count("not trained yet") == sum(r["verdict"] == "not trained yet" for r in rows)
+    gate_paper = fig.axes[2 * list(ablation.STUDIES).index("gate") + 1]
+    assert sorted(round(p.get_width(), 2) for p in gate_paper.patches) == [-1.19, -0.72, 0.0]
+
+
 # --- knock-out table -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def knockout_setup(sample):

@@ -9,7 +9,7 @@ import pytest
 from conftest import load_script
 
 from seresnet import count_params, create_model
-from seresnet.study import paired_over_seeds
+from seresnet.study import paired_over_seeds, paired_table
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,24 @@ def test_paper_ablations_join_the_study_as_named_variants(study, tiny_folder: Pa
     assert "minus_se_resnet20" in stored["summary"]["val"]["se_resnet20+reduction=4"]
     with pytest.raises(SystemExit):
         study.main([*args[:-2], "--ablations", "r=5"])
+
+
+def test_paired_table_states_only_what_the_interval_allows() -> None:
+    ref = {0: 0.80, 1: 0.82, 2: 0.81}
+    acc = {"better": {0: 0.82, 1: 0.83, 2: 0.83}, "tie": {0: 0.81, 1: 0.81, 2: 0.82}, "one": {0: 0.85}}
+    summary = {m: {"minus_resnet20": paired_over_seeds(a, ref)} for m, a in acc.items()}
+    rows = paired_table({"summary": {"val": summary}}, [*acc, "untrained"], "resnet20")
+    by = {r["model"]: r for r in rows}
+    assert by["better"]["d_acc"] == pytest.approx(5 / 3) and by["better"]["ci95"][0] > 0
+    assert by["better"]["verdict"] == "better than resnet20 beyond seed noise"
+    assert by["tie"]["verdict"] == "the interval contains 0: no difference shown"
+    lo, hi = by["tie"]["ci95"]
+    assert by["tie"]["interval"] == f"{lo:+.2f} to {hi:+.2f}" and lo < 0 < hi
+    assert by["one"]["seeds"] == 1 and by["one"]["ci95"] is None and "no verdict" in by["one"]["verdict"]
+    assert by["untrained"] == {"model": "untrained", "seeds": 0, "d_acc": None, "per_seed": [], "ci95": None,
+                               "verdict": "not trained yet", "interval": "undefined"}
+    with pytest.raises(ValueError, match="no results on 'test'"):
+        paired_table({"summary": {"val": summary}}, ["tie"], "resnet20", "test")
 
 
 def test_collect_writes_every_finished_run_and_refuses_another_recipe(study, tiny_folder: Path,
