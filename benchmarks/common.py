@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -190,8 +191,49 @@ def without_local_paths(text: str) -> str:
     return _ABSOLUTE_PATH.sub(r"\1", text)
 
 
-def busy_processes() -> list[str]:
-    """Other processes using CPU right now (``ps``: command lines with > 5% CPU), to document the load."""
+def _cpu_ticks() -> dict[int, tuple[int, str]]:
+    """pid -> (user + system clock ticks so far, state letter) from /proc (Linux)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            out[int(stat.parent.name)] = (int(fields[11]) + int(fields[12]), fields[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def busy_processes(window_s: float = 0.5) -> list[str]:
+    """Other processes using CPU now, to document the load: command lines with > 5% CPU over the last ``window_s``
+    seconds (from /proc; a process paused with SIGSTOP uses none and is listed as stopped). Elsewhere, ``ps``'s
+    %CPU, which is an average over each process's lifetime, labelled as such."""
+    if not Path("/proc/self/stat").is_file():
+        return _busy_from_ps()
+    before = _cpu_ticks()
+    time.sleep(window_s)
+    after = _cpu_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    rows = []
+    for pid, (ticks, state) in after.items():
+        if pid == os.getpid() or pid not in before:
+            continue
+        pct = 100 * (ticks - before[pid][0]) / hz / window_s
+        cmd = without_local_paths(_command_line(pid))[:110]
+        if state == "T" and cmd:
+            rows.append((0.0, f"stopped (SIGSTOP, no CPU): {cmd}"))
+        elif pct > 5 and cmd:
+            rows.append((pct, f"{pct:.0f}% {cmd}"))
+    return [text for _, text in sorted(rows, key=lambda r: -r[0])][:8]
+
+
+def _busy_from_ps() -> list[str]:
     try:
         out = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu"], capture_output=True, text=True,
                              timeout=10).stdout.splitlines()[1:]
@@ -204,10 +246,17 @@ def busy_processes() -> list[str]:
             continue
         try:
             if float(parts[1]) > 5:
-                rows.append(f"{float(parts[1]):.0f}% {without_local_paths(parts[2].strip())[:110]}")
+                rows.append(f"{float(parts[1]):.0f}% over its lifetime: {without_local_paths(parts[2].strip())[:90]}")
         except ValueError:
             continue
     return rows[:8]
+
+
+def machine_summary(info: dict | None = None) -> str:
+    """One line naming the CPU, as notes and reruns quote it: ``"AMD EPYC, 2 logical CPUs, no AMX"``."""
+    i = info or machine_info()
+    amx = "AMX" if "amx_bf16" in i.get("isa_flags", []) else "no AMX"
+    return f"{i['cpu_model']}, {i['logical_cpus']} logical CPUs, {amx}"
 
 
 def machine_info() -> dict:

@@ -353,7 +353,8 @@ def render(data: dict, plot_rel: str) -> str:
             source = (f"the {', '.join(current)} numbers come from this rerun" if current
                       else "all of its sections were run again later")
             rerun_lines.append(f"- Rerun afterwards: `{rr.get('command')}` ({', '.join(sections)}), started "
-                               f"{rr.get('started_utc')}, load before {rr.get('load_before')}, after "
+                               f"{rr.get('started_utc')}" + (f" on {rr['machine']}" if rr.get("machine") else "")
+                               + f", load before {rr.get('load_before')}, after "
                                f"{rr.get('load_after')}; {source}.")
         out += reversed(rerun_lines)
         if run.get("skipped"):

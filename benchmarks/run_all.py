@@ -54,6 +54,7 @@ from benchmarks.common import (
     interleaved,
     load_average,
     machine_info,
+    machine_summary,
     matmul_ceiling,
     train_step,
 )
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     run = {"command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
            "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "load_before": load_average(), "busy_before": busy_processes(), "sections": list(sections),
-           "quick": args.quick, "threads": args.threads}
+           "quick": args.quick, "threads": args.threads, "machine": machine_summary()}
     log(f"load before: {run['load_before']}")
     t0 = time.perf_counter()
     run["skipped"], run["failed"] = [], {}
