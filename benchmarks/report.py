@@ -584,7 +584,10 @@ def attention_section(a: dict | None) -> list[str]:
     tr, inf = groups["train"], groups["infer"]
     return ["## The channel-attention family: what each gate costs", "",
             "Every attention module of `seresnet.attention` in ResNet-20 (`<attention>_resnet20`), beside the plain "
-            "and the SE network. Parameters and multiply-adds per 32x32 image from `count_params` / `count_macs`; "
+            "and the SE network" + (", and Gather-Excite also with a local gather (`ge_extent=2`; with its default "
+                                     "global extent GE computes SE-Var1's gate)" if any("+" in n for n in a["macs"])
+                                     else "") + ". Parameters and multiply-adds per 32x32 image from `count_params` / "
+            "`count_macs`; "
             f"time of one eager training step (batch {tr['batch']}, {tr['setting']['name']}, as `seresnet.train` "
             f"runs without `--compile`) and one inference pass (batch {inf['batch']}, {inf['setting']['name']}), "
             f"medians of {tr['repeats']} interleaved rounds; *x plain* is the ratio to resnet20 in the same group. "

@@ -325,11 +325,10 @@ def section_hooks(args: argparse.Namespace) -> dict:
 
 
 def attention_models() -> dict[str, torch.nn.Module]:
-    from seresnet.attention import ATTENTIONS
+    from seresnet.study import attention_family
 
     torch.manual_seed(0)
-    names = ["resnet20", "se_resnet20"] + [f"{a}_resnet20" for a in ATTENTIONS if a != "se"]
-    return {n: create_model(n) for n in names}
+    return {name: create_model(model, **overrides) for name, (model, overrides) in attention_family().items()}
 
 
 def section_attention(args: argparse.Namespace) -> dict:

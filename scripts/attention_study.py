@@ -1,5 +1,7 @@
 """The channel-attention family on CIFAR-10: every variant, plain ResNet-20 and SE-ResNet-20, several seeds each
-(and, with ``--ablations``, the paper's SE design choices with the same recipe and seeds).
+(and, with ``--ablations``, the paper's SE design choices with the same recipe and seeds). The family is
+``seresnet.study.attention_family()``: every module of ``seresnet.attention`` in ResNet-20, and GE also with a local
+gather (``ge_resnet20+ge_extent=2``), since GE's default global gather computes SE-Var1's gate.
 
     python scripts/attention_study.py --data ../shared/data/cifar10-lossless --runs ../runs/seeds --seeds 0 1 2 \
         --epochs 15 --compile --threads 2 \
@@ -28,6 +30,7 @@ from seresnet.ablation import ABLATIONS
 from seresnet.study import (
     accuracies,
     add_recipe_arguments,
+    attention_family,
     evaluation_sets,
     load_run,
     paired_over_seeds,
@@ -39,8 +42,8 @@ from seresnet.study import (
 )
 from seresnet.train import atomic_write_json
 
-MODELS = ["resnet20", "se_resnet20", "se_var1_resnet20", "se_var2_resnet20", "se_var3_resnet20", "eca_resnet20",
-          "ge_resnet20", "gc_resnet20", "cbam_resnet20", "fca_resnet20", "nosqueeze_resnet20"]
+FAMILY = attention_family()  # name -> (registered model, overrides), e.g. "ge_resnet20+ge_extent=2"
+MODELS = list(FAMILY)
 REFERENCES = ("resnet20", "se_resnet20")
 # The paper's ablations (notebook 06's studies) as SE-ResNet-20 variants: same recipe and seeds as the family.
 ABLATION_VARIANTS = {v.name: (v.model, v.overrides) for v in ABLATIONS if v.overrides}
@@ -69,7 +72,8 @@ def costs(variants: dict[str, tuple[str, dict]]) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("notebooks/results/attention_study.json"))
-    p.add_argument("--models", nargs="+", default=MODELS, help=f"registered model names (default: {' '.join(MODELS)})")
+    p.add_argument("--models", nargs="+", default=MODELS,
+                   help=f"registered model names or the family's named variants (default: {' '.join(MODELS)})")
     p.add_argument("--ablations", nargs="*", default=None, metavar="NAME",
                    help="also train the paper's ablations as SE-ResNet-20 variants: the names of "
                         f"seresnet.ablation.ABLATIONS ({', '.join(ABLATION_VARIANTS)}), or none for all of them")
@@ -80,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [r for r in REFERENCES if r not in args.models]
     if missing:
         p.error(f"--models must include the references {missing} (the differences are taken to them)")
-    variants = {m: (m, {}) for m in args.models}
+    variants = {m: FAMILY.get(m, (m, {})) for m in args.models}
+    family = list(variants)
     if args.ablations is not None:
         unknown = [a for a in args.ablations if a not in ABLATION_VARIANTS]
         if unknown:
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         recipes = [r.pop("recipe") for r in runs.values()]  # one recipe for all: load_run refuses others
         trained_with = recipes[0] if recipes else recipe
         state = {"format": "seresnet.attention_study/1", "recipe": trained_with, "models": list(variants),
+                 "groups": {"family": family, "ablations": [n for n in variants if n not in family]},
                  "seeds": args.seeds, "costs": model_costs, "runs": runs,
                  "variants": {n: {"model": m, "overrides": o} for n, (m, o) in variants.items()},
                  "summary": summarise(runs, list(variants)),

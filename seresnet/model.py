@@ -73,6 +73,9 @@ class SEResNetConfig:
             ``"se_var3"``, ``"ge"``, ``"gc"``, ``"cbam"``, ``"fca"`` or ``"nosqueeze"`` (``seresnet.attention``).
             Each uses only some of ``reduction``, ``se_min_hidden``, ``squeeze`` and ``gate``
             (``seresnet.attention.ATTENTION_OPTIONS``); the others must keep their defaults.
+        ge_extent: ``attention="ge"`` only: the spatial extent of Gather-Excite's gather. ``None`` (default) pools
+            the whole map, which makes GE-theta-minus the same function as SE-Var1; an integer ``e >= 2`` pools
+            windows of ``2e - 1`` with stride ``e``, so the gate varies over positions.
 
     Every field is type-checked: a wrong type or value raises a ``ValueError`` naming the field and what it
     accepts (e.g. ``basic_branch_relu="no"`` is refused rather than read as true).
@@ -95,6 +98,7 @@ class SEResNetConfig:
     zero_init_last: bool = False
     basic_branch_relu: bool = False
     attention: Attention = "se"
+    ge_extent: int | None = None
     layers: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -153,6 +157,11 @@ class SEResNetConfig:
         _check_choice("attention", self.attention, tuple(ATTENTIONS))
         check_attention_options(self.attention, reduction=self.reduction, squeeze=self.squeeze, gate=self.gate,
                                 min_hidden=self.se_min_hidden)
+        if self.ge_extent is not None:
+            if self.attention != "ge":
+                raise ValueError(f"ge_extent is Gather-Excite's gather extent and needs attention='ge'; this config "
+                                 f"has attention={self.attention!r}: leave ge_extent at None")
+            positive_int("ge_extent", self.ge_extent, 2)
         if self.integration == "3x3" and self.block != "bottleneck":
             raise ValueError("integration '3x3' (SE after the 3x3 conv) needs bottleneck blocks; "
                              f"this {self.style} depth-{self.depth} model uses {self.block} blocks")
@@ -205,6 +214,8 @@ class SEResNetConfig:
             d["se_stages"] = list(d["se_stages"])
         if d["attention"] == "se":
             del d["attention"]
+        if d["ge_extent"] is None:  # likewise: configs without it read as before
+            del d["ge_extent"]
         return d
 
     @classmethod
@@ -266,6 +277,8 @@ class SEResNet(nn.Module):
 
         se_kwargs = dict(reduction=cfg.reduction, squeeze=cfg.squeeze, gate=cfg.gate, min_hidden=cfg.se_min_hidden,
                          attention=cfg.attention)
+        if cfg.attention == "ge":
+            se_kwargs["extent"] = cfg.ge_extent
         in_ch = stem_width
         self.stage_names: list[str] = []
         for i, (planes, n_blocks, stage) in enumerate(zip(cfg.widths, cfg.layers, cfg.stage_numbers)):

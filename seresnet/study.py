@@ -20,6 +20,21 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+def attention_family() -> dict[str, tuple[str, dict[str, Any]]]:
+    """The channel-attention family as the study trains it and the benchmarks time it: name -> (registered
+    model, config overrides). The plain and SE ResNet-20, every module of ``seresnet.attention`` in ResNet-20, and
+    Gather-Excite a second time with a local gather (``ge_extent=2``): with its default global extent GE-theta-minus
+    computes the same gate as SE-Var1, so only the local version, whose gate varies over positions, differs."""
+    from .attention import ATTENTIONS
+
+    family: dict[str, tuple[str, dict[str, Any]]] = {"resnet20": ("resnet20", {})}
+    for a in ATTENTIONS:
+        family[f"{a}_resnet20"] = (f"{a}_resnet20", {})
+        if a == "ge":
+            family[variant_name("ge_resnet20", {"ge_extent": 2})] = ("ge_resnet20", {"ge_extent": 2})
+    return family
+
+
 # Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (a table: no scipy dependency).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 

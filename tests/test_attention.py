@@ -355,6 +355,28 @@ def test_config_field_round_trip_and_default() -> None:
     assert all(type(m) is SEBlock for m in create_model("se_resnet20").se_blocks().values())
 
 
+def test_ge_extent_is_a_config_option_of_ge_only() -> None:
+    """GE's gather extent through the config: global by default (then GE is SE-Var1, the same function), a local
+    extent gives a gate per position that capture records; other attentions refuse it; configs round-trip."""
+    x = torch.randn(2, 3, 32, 32)
+    ge, var1 = create_model("ge_resnet20").eval(), create_model("se_var1_resnet20").eval()
+    ge.load_state_dict(var1.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(ge(x), var1(x))  # GE-theta-minus with the global extent is SE-Var1
+    local = create_model("ge_resnet20", ge_extent=2).eval()
+    assert {b.squeeze.extent for b in local.se_blocks().values()} == {2}
+    with torch.no_grad(), capture(local, "SE_3_1") as cap:
+        local(x)
+    assert cap.excitation["SE_3_1"].shape == (2, 32, 16, 16)  # one gate per channel and position
+    cfg = local.config
+    assert cfg.to_dict()["ge_extent"] == 2 and SEResNetConfig.from_dict(cfg.to_dict()) == cfg
+    assert "ge_extent" not in get_config("ge_resnet20").to_dict()  # configs without it are written as before
+    with pytest.raises(ValueError, match="ge_extent is Gather-Excite's gather extent and needs attention='ge'"):
+        get_config("se_resnet20", ge_extent=2)
+    with pytest.raises(ValueError, match="ge_extent must be an integer >= 2, got 1"):
+        get_config("ge_resnet20", ge_extent=1)
+
+
 def test_registered_names() -> None:
     names = list_models()
     for a in NON_SE:

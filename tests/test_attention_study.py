@@ -42,10 +42,15 @@ def test_sweep_shares_runs_and_never_retrains(study, tiny_folder: Path, tmp_path
     trained = []
     from seresnet import train as train_module
     real_train = train_module.train
-    monkeypatch.setattr(train_module, "train", lambda cfg, **kw: (trained.append(cfg.model), real_train(cfg, **kw)))
-    assert study.main([*common, "--models", "resnet20", "se_resnet20", "eca_resnet20", "ge_resnet20"]) == 0
-    assert trained == ["ge_resnet20"]
-    assert json.loads(out.read_text())["runs"]["eca_resnet20-s0"] == first["runs"]["eca_resnet20-s0"]
+    monkeypatch.setattr(train_module, "train",
+                        lambda cfg, **kw: (trained.append((cfg.model, cfg.overrides)), real_train(cfg, **kw)))
+    assert study.main([*common, "--models", "resnet20", "se_resnet20", "eca_resnet20", "ge_resnet20+ge_extent=2"]) == 0
+    assert trained == [("ge_resnet20", {"ge_extent": 2})]  # the family's named variant: GE with a local gather
+    second = json.loads(out.read_text())
+    assert second["runs"]["eca_resnet20-s0"] == first["runs"]["eca_resnet20-s0"]
+    assert second["groups"] == {"family": ["resnet20", "se_resnet20", "eca_resnet20", "ge_resnet20+ge_extent=2"],
+                                "ablations": []}
+    assert (runs / "ge_resnet20+ge_extent=2-s0" / "metadata.json").is_file()
 
 
 def test_models_must_include_the_references(study, tmp_path: Path) -> None:
@@ -68,6 +73,7 @@ def test_paper_ablations_join_the_study_as_named_variants(study, tiny_folder: Pa
     r4 = create_model("se_resnet20", reduction=4)
     assert stored["costs"]["se_resnet20+reduction=4"]["params"] == count_params(r4)
     assert "minus_se_resnet20" in stored["summary"]["val"]["se_resnet20+reduction=4"]
+    assert stored["groups"]["ablations"] == ["se_resnet20+reduction=4", "se_resnet20+se_stages=2"]
     with pytest.raises(SystemExit):
         study.main([*args[:-2], "--ablations", "r=5"])
 
