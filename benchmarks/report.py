@@ -582,6 +582,10 @@ def attention_section(a: dict | None) -> list[str]:
             row += [f"{r[name]['median_s'] * 1e3:.1f}", fmt_ratio(r[name]["median_s"] / r["resnet20"]["median_s"])]
         rows.append(row)
     tr, inf = groups["train"], groups["infer"]
+    below = sorted({name for mode in ("train", "infer") for name, r in groups[mode]["results"].items()
+                    if name != "resnet20" and r["median_s"] < groups[mode]["results"]["resnet20"]["median_s"]})
+    noise = (f" Every module adds work to the plain network, so a ratio below 1.00x ({', '.join(below)}) shows how "
+             "large this run's timing noise is." if below else "")
     return ["## The channel-attention family: what each gate costs", "",
             "Every attention module of `seresnet.attention` in ResNet-20 (`<attention>_resnet20`), beside the plain "
             "and the SE network" + (", and Gather-Excite also with a local gather (`ge_extent=2`; with its default "
@@ -592,7 +596,7 @@ def attention_section(a: dict | None) -> list[str]:
             f"runs without `--compile`) and one inference pass (batch {inf['batch']}, {inf['setting']['name']}), "
             f"medians of {tr['repeats']} interleaved rounds; *x plain* is the ratio to resnet20 in the same group. "
             "These modules (all but SE) have no fused path: SE's numbers include its fused block "
-            "(see *Where the SE time goes*).", "",
+            "(see *Where the SE time goes*)." + noise, "",
             table(["model", "params", "MMACs", "train ms", "x plain", "infer ms", "x plain"], rows), ""]
 
 
