@@ -184,10 +184,11 @@ def test_per_channel_views_of_every_gate_shape() -> None:
         channels.per_channel(torch.zeros(3))
 
 
-@pytest.mark.parametrize("name", ["cbam_resnet20", "nosqueeze_resnet20", "gc_resnet20"])
-def test_channel_views_accept_other_attention_modules(name: str) -> None:
+@pytest.mark.parametrize(("name", "options"), [("cbam_resnet20", {}), ("nosqueeze_resnet20", {}), ("gc_resnet20", {}),
+                                               ("ge_resnet20", {"ge_extent": 2})])
+def test_channel_views_accept_other_attention_modules(name: str, options: dict) -> None:
     torch.manual_seed(0)
-    model = create_model(name).eval()
+    model = create_model(name, **options).eval()
     g = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = torch.arange(10).repeat(2)
