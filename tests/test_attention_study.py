@@ -114,3 +114,36 @@ def test_collect_writes_every_finished_run_and_refuses_another_recipe(study, tin
     assert stored["summary"]["val"]["se_resnet20"]["minus_resnet20"]["paired_seeds"] == [0, 1]
     assert study.main([*common[:-4], "--threads", "1", "--batch-size", "64", "--models", "resnet20",
                        "se_resnet20", "--seeds", "0", "--collect"]) == 2
+
+
+def test_stored_study_matches_its_runs() -> None:
+    """The committed study (notebook 06 reads it) is what its runs say: every paired difference recomputed from the
+    stored per-run accuracies, with the t interval from a hand table; the family is the package's."""
+    from seresnet.study import attention_family
+
+    stored = json.loads((Path(__file__).resolve().parent.parent / "notebooks/results/attention_study.json").read_text())
+    assert stored["groups"]["family"] == list(attention_family())
+    t95 = {1: 12.706, 2: 4.303, 3: 3.182}
+    acc = {}
+    for key, run in stored["runs"].items():
+        name, _, seed = key.rpartition("-s")
+        acc.setdefault(name, {})[int(seed)] = run["evaluations"]["val"]["accuracy"]
+    assert {"resnet20", "se_resnet20"} <= set(acc)
+    checked = 0
+    for name, summary in stored["summary"]["val"].items():
+        for ref in ("resnet20", "se_resnet20"):
+            d = summary.get(f"minus_{ref}")
+            if name == ref or d is None:
+                continue
+            seeds = sorted(set(acc.get(name, {})) & set(acc[ref]))
+            diffs = [acc[name][s] - acc[ref][s] for s in seeds]
+            assert d["paired_seeds"] == seeds and d["per_seed"] == pytest.approx(diffs)
+            if len(diffs) > 1:
+                mean = sum(diffs) / len(diffs)
+                sd = (sum((x - mean) ** 2 for x in diffs) / (len(diffs) - 1)) ** 0.5
+                half = t95[len(diffs) - 1] * sd / len(diffs) ** 0.5
+                assert d["mean"] == pytest.approx(mean) and d["ci95"] == pytest.approx([mean - half, mean + half])
+                checked += 1
+            else:
+                assert d["ci95"] is None
+    assert checked >= 2 * (len(stored["groups"]["family"]) - 2)  # every family member against both references
