@@ -20,6 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+
 def attention_family() -> dict[str, tuple[str, dict[str, Any]]]:
     """The channel-attention family as the study trains it and the benchmarks time it: name -> (registered
     model, config overrides). The plain and SE ResNet-20, every module of ``seresnet.attention`` in ResNet-20, and
