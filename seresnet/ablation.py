@@ -595,7 +595,7 @@ def plot_ablation_study(study: Mapping[str, Any], set_name: str = "val", figsize
     SE-ResNet-20's (each seed a dot, the mean with its t 95% interval over seeds, a hollow marker where the
     interval is undefined, "not trained yet" where no run finished), on the right, on its own axis, the paper's
     ImageNet top-1 accuracy minus its default SE-ResNet-50's. Returns the Figure."""
-    from .plots import _new_figure
+    from .plots import _new_figure, draw_paired_difference
 
     rows = ablation_study_rows(study, set_name)
     heights = [sum(r["study"] == s for r in rows) for s in STUDIES]
@@ -612,13 +612,7 @@ def plot_ablation_study(study: Mapping[str, Any], set_name: str = "val", figsize
                 ax.text(0.02, i, "not trained yet", va="center", fontsize=8, color="0.4",
                         transform=ax.get_yaxis_transform())
             else:
-                ax.scatter(r["per_seed"], [i] * len(r["per_seed"]), s=14, color="#7da7d9", zorder=2)
-                if r["ci95"] is None:
-                    ax.scatter([r["d_acc"]], [i], s=50, facecolors="none", edgecolors="black", zorder=3)
-                else:
-                    lo, hi = r["ci95"]
-                    ax.errorbar(r["d_acc"], i, xerr=[[r["d_acc"] - lo], [hi - r["d_acc"]]], fmt="o",
-                                color="black", capsize=3, zorder=3)
+                draw_paired_difference(ax, i, r["per_seed"], r["d_acc"], r["ci95"])
             if r["paper_d_acc"] is None:
                 ax_p.text(0.02, i, "no paper number", va="center", fontsize=8, color="0.4",
                           transform=ax_p.get_yaxis_transform())

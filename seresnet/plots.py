@@ -508,6 +508,17 @@ def plot_attribution_check(estimate: Any, exact: Any, class_names: Sequence[str]
     return fig
 
 
+def draw_paired_difference(ax: Axes, y: float, per_seed: Sequence[float], mean: float,
+                           ci95: Sequence[float] | None) -> None:
+    """One row of a paired-by-seed comparison at height ``y``: each seed's difference (blue dots), the mean with
+    its 95% interval (black), or a hollow marker where the interval is undefined (below two seeds)."""
+    ax.scatter(per_seed, [y] * len(per_seed), s=14, color="#7da7d9", zorder=2)
+    if ci95 is None:
+        ax.scatter([mean], [y], s=55, facecolors="none", edgecolors="black", zorder=3)
+    else:
+        ax.errorbar(mean, y, xerr=[[mean - ci95[0]], [ci95[1] - mean]], fmt="o", color="black", capsize=3, zorder=3)
+
+
 def plot_attention_study(study: dict[str, Any], set_name: str = "val", reference: str = "resnet20",
                          train_ratio: dict[str, float] | None = None, models: Sequence[str] | None = None,
                          fig: Figure | None = None) -> Figure:
@@ -531,14 +542,8 @@ def plot_attention_study(study: dict[str, Any], set_name: str = "val", reference
     y = np.arange(len(models))
     for i, m in enumerate(models):
         d = summary[m][key]
-        dots = 100 * np.asarray(d["per_seed"])
-        ax.scatter(dots, np.full(len(dots), i), s=14, color="#7da7d9", zorder=2)
-        if d["ci95"] is None:
-            ax.scatter([100 * d["mean"]], [i], s=60, facecolors="none", edgecolors="black", zorder=3)
-        else:
-            lo, hi = 100 * d["ci95"][0], 100 * d["ci95"][1]
-            ax.errorbar(100 * d["mean"], i, xerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]], fmt="o",
-                        color="black", capsize=3, zorder=3)
+        draw_paired_difference(ax, i, [100 * x for x in d["per_seed"]], 100 * d["mean"],
+                               None if d["ci95"] is None else [100 * x for x in d["ci95"]])
     ax.axvline(0, color="grey", lw=0.8)
     seeds = [len(summary[m][key]["paired_seeds"]) for m in models]
     ax.set_yticks(y, [f"{m}  ({n} seed{'' if n == 1 else 's'})" for m, n in zip(models, seeds)])
