@@ -563,8 +563,10 @@ def ablation_study_rows(study: Mapping[str, Any], set_name: str = "val") -> list
     Keys: study, setting, model (the study's variant name, e.g. ``"se_resnet20+reduction=4"``), seeds (paired seeds
     finished), d_acc (accuracy on ``set_name`` minus SE-ResNet-20's, paired by seed, in points; None before a run
     has finished), per_seed (points), ci95 (t 95% interval over seeds in points; None below two seeds), verdict,
-    paper_table and paper_d_acc (the paper's ImageNet top-1 *accuracy* of the setting minus its default
-    SE-ResNet-50's, in points, so that > 0 means better on both sides; None where the paper has no number).
+    ci_all / interval_all / verdict_all (the same with intervals that hold for every setting of the table at once,
+    Bonferroni over all of them: see ``seresnet.study.paired_table``), paper_table and paper_d_acc (the paper's
+    ImageNet top-1 *accuracy* of the setting minus its default SE-ResNet-50's, in points, so that > 0 means better
+    on both sides; None where the paper has no number).
     """
     from .study import paired_table, variant_name
 
@@ -573,20 +575,24 @@ def ablation_study_rows(study: Mapping[str, Any], set_name: str = "val") -> list
         raise ValueError(f"the study has no results on {set_name!r}; it has {sorted(study.get('summary', {}))}")
     paper_ref = paper_row("reduction", "16")["top1"]
     ref_seeds = summary.get(STUDY_REFERENCE, {}).get("seeds", [])
+    settings = {name: [Variant("SE (default)", name, DEFAULT_SETTING[name]), *[v for v in ABLATIONS if v.study == name]]
+                for name in STUDIES}
+    comparisons = sum(len(vs) - 1 for vs in settings.values())  # every setting but the defaults, trained or not
     rows: list[dict[str, Any]] = []
-    for name in STUDIES:
-        default = Variant("SE (default)", name, DEFAULT_SETTING[name])
-        for v in [default, *[v for v in ABLATIONS if v.study == name]]:
+    for name, variants in settings.items():
+        default = variants[0]
+        for v in variants:
             model = variant_name(v.model, v.overrides)
             p = paper_row(name, v.setting)
             row = dict(study=name, setting=v.setting, model=model, paper_table=p["table"] if p else None,
                        paper_d_acc=round(paper_ref - p["top1"], 2) if p else None)
             if v is default:
                 rows.append({**row, "seeds": len(ref_seeds), "d_acc": 0.0 if ref_seeds else None,
-                             "per_seed": [0.0] * len(ref_seeds), "ci95": None, "interval": "-",
-                             "verdict": "the reference" if ref_seeds else "not trained yet"})
+                             "per_seed": [0.0] * len(ref_seeds), "ci95": None, "interval": "-", "ci_all": None,
+                             "interval_all": "-", "verdict": "the reference" if ref_seeds else "not trained yet",
+                             "verdict_all": "the reference" if ref_seeds else "not trained yet"})
             else:
-                rows.append({**row, **paired_table(study, [model], STUDY_REFERENCE, set_name)[0]})
+                rows.append({**row, **paired_table(study, [model], STUDY_REFERENCE, set_name, comparisons)[0]})
     return rows
 
 

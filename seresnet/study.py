@@ -36,8 +36,43 @@ def attention_family() -> dict[str, tuple[str, dict[str, Any]]]:
     return family
 
 
-# Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (a table: no scipy dependency).
+# Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom, as printed in statistics tables; other levels
+# and degrees of freedom come from ``t_quantile``.
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def _t_central_mass(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with ``df`` degrees of freedom: the finite series of Abramowitz & Stegun 26.7.3
+    (odd df) and 26.7.4 (even df), exact for integer df (torch has no t distribution quantile, and scipy is not a
+    dependency)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    term = total = 1.0
+    if df % 2:
+        for k in range(1, (df - 3) // 2 + 1):
+            term *= c2 * 2 * k / (2 * k + 1)
+            total += term
+        return 2 / math.pi * (theta + (math.sin(theta) * math.cos(theta) * total if df > 1 else 0.0))
+    for k in range(1, (df - 2) // 2 + 1):
+        term *= c2 * (2 * k - 1) / (2 * k)
+        total += term
+    return math.sin(theta) * total
+
+
+def t_quantile(confidence: float, df: int) -> float:
+    """The half-width multiplier of a two-sided Student-t interval: t with P(|T| <= t) = ``confidence`` for ``df``
+    (a positive integer) degrees of freedom, e.g. ``t_quantile(0.95, 2)`` = 4.303."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
+    if not isinstance(df, int) or df < 1:
+        raise ValueError(f"degrees of freedom must be a positive integer, got {df!r}")
+    lo, hi = 0.0, 1.0
+    while _t_central_mass(hi, df) < confidence:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1e-12 * hi:  # bisection: the mass is increasing in t
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_central_mass(mid, df) < confidence else (lo, mid)
+    return (lo + hi) / 2
 
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
@@ -142,7 +177,8 @@ def paired_over_seeds(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
     mean = statistics.fmean(diffs) if diffs else None
     interval = None
     if len(diffs) > 1:
-        half = T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+        df = len(diffs) - 1
+        half = (T95.get(df) or t_quantile(0.95, df)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
         interval = [mean - half, mean + half]
     return {"paired_seeds": both, "per_seed": diffs, "mean": mean, "ci95": interval}
 
@@ -151,36 +187,58 @@ def evaluation_sets(runs: dict[str, dict]) -> list[str]:
     return sorted({s for r in runs.values() for s in r["evaluations"]})
 
 
-def verdict(difference: dict[str, Any] | None, reference: str) -> str:
+def verdict(difference: dict[str, Any] | None, reference: str, interval_key: str = "ci95") -> str:
     """What a paired difference (:func:`paired_over_seeds`) to ``reference`` allows one to say: better or worse
-    beyond seed noise when its 95% interval excludes 0, no difference shown when it contains 0, no verdict below
-    two seeds, "not trained yet" without any finished pair."""
+    beyond seed noise when its interval (``interval_key``) excludes 0, no difference shown when it contains 0, no
+    verdict below two seeds, "not trained yet" without any finished pair."""
     if difference is None or difference.get("mean") is None:
         return "not trained yet"
-    if difference.get("ci95") is None:
+    if difference.get(interval_key) is None:
         return "interval undefined (fewer than two seeds): no verdict"
-    lo, hi = difference["ci95"]
+    lo, hi = difference[interval_key]
     return (f"better than {reference} beyond seed noise" if lo > 0 else
             f"worse than {reference} beyond seed noise" if hi < 0 else "the interval contains 0: no difference shown")
 
 
-def paired_table(study: dict[str, Any], models: list[str], reference: str, set_name: str = "val"
-                 ) -> list[dict[str, Any]]:
+def _interval_text(ci: list[float] | None) -> str:
+    return "undefined" if ci is None else f"{ci[0]:+.2f} to {ci[1]:+.2f}"
+
+
+def paired_table(study: dict[str, Any], models: list[str], reference: str, set_name: str = "val",
+                 comparisons: int | None = None) -> list[dict[str, Any]]:
     """One row per model of a study JSON (``scripts/attention_study.py``): its accuracy on ``set_name`` minus
     ``reference``'s paired by seed, in points (``d_acc``, ``per_seed``, ``ci95``; None where undefined), the number
-    of paired seeds, the :func:`verdict` and the interval as text (``interval``: "undefined" below two seeds)."""
+    of paired seeds, the :func:`verdict` and the interval as text (``interval``: "undefined" below two seeds).
+
+    Each 95% interval misses the true difference one time in twenty, so among many comparisons some verdict can be
+    luck. With ``comparisons`` (how many differences the table tests, decided before looking at the results), every
+    row also gets intervals that hold for all of them *at once* with 95% confidence (Bonferroni: each at
+    ``1 - 0.05 / comparisons``): ``ci_all``, ``interval_all`` and ``verdict_all``, wider and harder to clear.
+    """
     summary = study.get("summary", {}).get(set_name)
     if summary is None:
         raise ValueError(f"the study has no results on {set_name!r}; it has {sorted(study.get('summary', {}))}")
+    if comparisons is not None and (not isinstance(comparisons, int) or comparisons < 1):
+        raise ValueError(f"comparisons must be a positive integer (the number of differences tested), "
+                         f"got {comparisons!r}")
     rows = []
     for m in models:
         d = summary.get(m, {}).get(f"minus_{reference}")
         has = d is not None and d.get("mean") is not None
-        rows.append({"model": m, "seeds": len(d["paired_seeds"]) if has else 0,
-                     "d_acc": 100 * d["mean"] if has else None,
-                     "per_seed": [100 * x for x in d["per_seed"]] if has else [],
-                     "ci95": [100 * x for x in d["ci95"]] if has and d["ci95"] is not None else None,
-                     "verdict": verdict(d, reference)})
-        ci = rows[-1]["ci95"]
-        rows[-1]["interval"] = "undefined" if ci is None else f"{ci[0]:+.2f} to {ci[1]:+.2f}"
+        row = {"model": m, "seeds": len(d["paired_seeds"]) if has else 0,
+               "d_acc": 100 * d["mean"] if has else None,
+               "per_seed": [100 * x for x in d["per_seed"]] if has else [],
+               "ci95": [100 * x for x in d["ci95"]] if has and d["ci95"] is not None else None,
+               "verdict": verdict(d, reference)}
+        row["interval"] = _interval_text(row["ci95"])
+        if comparisons is not None:
+            n, ci_all = len(row["per_seed"]), None
+            if n > 1:
+                half = (t_quantile(1 - 0.05 / comparisons, n - 1) * statistics.stdev(row["per_seed"])
+                        / math.sqrt(n))
+                ci_all = [row["d_acc"] - half, row["d_acc"] + half]
+            row.update(ci_all=ci_all, interval_all=_interval_text(ci_all),
+                       verdict_all=verdict({"mean": row["d_acc"], "ci_all": ci_all} if has else None, reference,
+                                           "ci_all"))
+        rows.append(row)
     return rows

@@ -276,8 +276,16 @@ def test_ablation_study_rows_pair_by_seed_and_sit_beside_the_paper():
     assert r4["per_seed"] == pytest.approx([1.0, -1.0, 1.0]) and r4["verdict"].startswith("the interval contains 0")
     half = 4.303 * math.sqrt(4 / 3) / math.sqrt(3)  # t(2) * sd of (1, -1, 1) / sqrt(3)
     assert r4["ci95"] == pytest.approx([1 / 3 - half, 1 / 3 + half], abs=1e-3)
+    # all at once: 15 settings besides the defaults (no SE included), each interval at 1 - 0.05/15; for 2 degrees
+    # of freedom t has the closed form (2p - 1) / sqrt(2p(1 - p)) at one-sided level p = 1 - 0.05/30
+    p = 1 - 0.05 / 30
+    half_all = (2 * p - 1) / math.sqrt(2 * p * (1 - p)) * math.sqrt(4 / 3) / math.sqrt(3)
+    assert r4["ci_all"] == pytest.approx([1 / 3 - half_all, 1 / 3 + half_all])
+    assert no_se["verdict_all"].startswith("worse")  # no spread: the difference holds at any level
+    assert by[("gate", "sigmoid")]["verdict_all"] == "the reference"
     tanh = by[("gate", "tanh")]
     assert tanh["seeds"] == 1 and tanh["ci95"] is None and "undefined" in tanh["verdict"]
+    assert tanh["ci_all"] is None and "undefined" in tanh["verdict_all"]
     assert by[("squeeze", "max")]["d_acc"] is None and by[("squeeze", "max")]["verdict"] == "not trained yet"
     # the paper's side as an accuracy change, so > 0 means better on both sides: 22.28 - 23.00 (Table 12)
     assert tanh["paper_d_acc"] == pytest.approx(22.28 - 23.00)

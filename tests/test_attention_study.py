@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
 from conftest import load_script
 
 from seresnet import count_params, create_model
-from seresnet.study import paired_over_seeds, paired_table
+from seresnet.study import T95, paired_over_seeds, paired_table, t_quantile
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,43 @@ def test_paired_table_states_only_what_the_interval_allows() -> None:
                                "verdict": "not trained yet", "interval": "undefined"}
     with pytest.raises(ValueError, match="no results on 'test'"):
         paired_table({"summary": {"val": summary}}, ["tie"], "resnet20", "test")
+
+
+def test_t_quantile_matches_printed_tables() -> None:
+    for df, t in T95.items():  # the two-sided 95% column of a printed t table
+        assert t_quantile(0.95, df) == pytest.approx(t, abs=6e-4)
+    # printed 99% and 99.9% two-sided values for 2 degrees of freedom, 95% for 30, and the normal limit
+    assert t_quantile(0.99, 2) == pytest.approx(9.925, abs=6e-4)
+    assert t_quantile(0.999, 2) == pytest.approx(31.599, abs=6e-4)
+    assert t_quantile(0.95, 30) == pytest.approx(2.042, abs=6e-4)
+    assert t_quantile(0.95, 5000) == pytest.approx(1.960, abs=1e-3)
+    assert t_quantile(0.5, 1) == pytest.approx(1.0)  # Cauchy: quartiles at -1 and +1
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="strictly between 0 and 1"):
+            t_quantile(bad, 2)
+    with pytest.raises(ValueError, match="positive integer"):
+        t_quantile(0.95, 0)
+
+
+def test_paired_table_all_at_once_intervals_are_bonferroni() -> None:
+    ref = {0: 0.80, 1: 0.82, 2: 0.81}
+    acc = {"clear": {0: 0.82, 1: 0.835, 2: 0.825}, "one": {0: 0.85}}  # +2, +1.5, +1.5 points
+    summary = {m: {"minus_resnet20": paired_over_seeds(a, ref)} for m, a in acc.items()}
+    study = {"summary": {"val": summary}}
+    alone = {r["model"]: r for r in paired_table(study, [*acc, "untrained"], "resnet20")}
+    assert "ci_all" not in alone["clear"]  # only when the number of comparisons is given
+    rows = {r["model"]: r for r in paired_table(study, [*acc, "untrained"], "resnet20", comparisons=10)}
+    clear = rows["clear"]
+    assert clear["verdict"] == "better than resnet20 beyond seed noise"
+    p = 1 - 0.05 / 20  # one-sided level of each of 10 two-sided tests at 0.05 / 10
+    half = (2 * p - 1) / math.sqrt(2 * p * (1 - p)) * statistics.stdev([2.0, 1.5, 1.5]) / math.sqrt(3)
+    assert clear["ci_all"] == pytest.approx([5 / 3 - half, 5 / 3 + half])
+    assert clear["ci_all"][0] < clear["ci95"][0] < clear["ci95"][1] < clear["ci_all"][1]
+    assert clear["verdict_all"] == "the interval contains 0: no difference shown"  # clear alone, not among 10
+    assert rows["one"]["ci_all"] is None and rows["one"]["interval_all"] == "undefined"
+    assert "no verdict" in rows["one"]["verdict_all"] and rows["untrained"]["verdict_all"] == "not trained yet"
+    with pytest.raises(ValueError, match="comparisons must be a positive integer"):
+        paired_table(study, ["clear"], "resnet20", comparisons=0)
 
 
 def test_collect_writes_every_finished_run_and_refuses_another_recipe(study, tiny_folder: Path,
