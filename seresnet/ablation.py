@@ -562,11 +562,11 @@ def ablation_study_rows(study: Mapping[str, Any], set_name: str = "val") -> list
 
     Keys: study, setting, model (the study's variant name, e.g. ``"se_resnet20+reduction=4"``), seeds (paired seeds
     finished), d_acc (accuracy on ``set_name`` minus SE-ResNet-20's, paired by seed, in points; None before a run
-    has finished), per_seed (points), ci95 (t 95% interval over seeds in points; None below two seeds), verdict,
-    ci_all / interval_all / verdict_all (the same with intervals that hold for every setting of the table at once,
-    Bonferroni over all of them: see ``seresnet.study.paired_table``), paper_table and paper_d_acc (the paper's
-    ImageNet top-1 *accuracy* of the setting minus its default SE-ResNet-50's, in points, so that > 0 means better
-    on both sides; None where the paper has no number).
+    has finished), per_seed (points), ci95 (t 95% interval over seeds in points; None below two seeds) and interval
+    (it as text), verdict, ci_all / interval_all / verdict_all (the same with intervals that hold for every setting
+    of the table at once, Bonferroni over all of them: see ``seresnet.study.paired_table``), paper_table and
+    paper_d_acc (the paper's ImageNet top-1 *accuracy* of the setting minus its default SE-ResNet-50's, in points,
+    so that > 0 means better on both sides; None where the paper has no number).
     """
     from .study import paired_table, variant_name
 

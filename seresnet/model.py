@@ -473,11 +473,25 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted((n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)), key=key)
 
 
+# Options of the attention module: meaningless on a plain ResNet unless it also gets an integration.
+_ATTENTION_OPTIONS = ("attention", "reduction", "se_min_hidden", "squeeze", "gate", "se_stages", "ge_extent")
+
+
 def get_config(name: str, **overrides: Any) -> SEResNetConfig:
     """The registered configuration of ``name`` with overrides applied."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available models: {', '.join(list_models())}")
-    return _REGISTRY[name].replace(**overrides)
+    base = _REGISTRY[name]
+    if base.integration == "none" and overrides.get("integration", "none") == "none":
+        # a plain ResNet has no attention module, so these options would be accepted and silently change nothing
+        unused = [k for k in _ATTENTION_OPTIONS if k in overrides and overrides[k] != getattr(base, k)]
+        if unused:
+            twin = f"se_{name}" if f"se_{name}" in _REGISTRY else None
+            raise ValueError(f"{name} is a plain ResNet (integration='none'): {', '.join(unused)} would change "
+                             "nothing; " + (f"build its attention twin instead, e.g. create_model({twin!r}, "
+                                            f"{', '.join(f'{k}={overrides[k]!r}' for k in unused)}), or "
+                                            if twin else "") + "also pass integration='standard'")
+    return base.replace(**overrides)
 
 
 def create_model(name: str, pretrained: bool = False, **overrides: Any) -> SEResNet:

@@ -282,6 +282,17 @@ def test_resnet_has_no_se() -> None:
     assert all(u.se is None for s in meta_model("resnet50").stages for u in s)
 
 
+def test_attention_options_on_a_plain_resnet_are_refused_not_ignored() -> None:
+    # create_model("resnet20", attention="eca") used to build a plain ResNet-20 without a word
+    with pytest.raises(ValueError, match=r"plain ResNet.*attention.*create_model\('se_resnet20', attention='eca'\)"):
+        create_model("resnet20", attention="eca")
+    with pytest.raises(ValueError, match="reduction, gate would change nothing"):
+        create_model("resnet50", reduction=8, gate="tanh")
+    eca = create_model("resnet20", attention="eca", integration="standard")  # asking for an integration is explicit
+    assert eca.config.attention == "eca" and len(eca.se_blocks()) == 9
+    assert not create_model("resnet20", attention="se", num_classes=5).se_blocks()  # the defaults change nothing
+
+
 # --- model API ----------------------------------------------------------------------------------------------------
 def halve(n: int, times: int) -> int:
     for _ in range(times):
