@@ -170,6 +170,12 @@ def spread(acc: dict[int, float]) -> dict[str, Any]:
             "sd": statistics.stdev(values) if len(values) > 1 else None}
 
 
+def _t_interval(values: list[float], t: float) -> list[float]:
+    """mean +- t * standard error of ``values`` (two or more)."""
+    mean, half = statistics.fmean(values), t * statistics.stdev(values) / math.sqrt(len(values))
+    return [mean - half, mean + half]
+
+
 def paired_over_seeds(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
     """``a - b`` paired by seed: per-seed differences, their mean and a t 95% interval (``None`` below 2 pairs)."""
     both = sorted(set(a) & set(b))
@@ -178,8 +184,7 @@ def paired_over_seeds(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
     interval = None
     if len(diffs) > 1:
         df = len(diffs) - 1
-        half = (T95.get(df) or t_quantile(0.95, df)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-        interval = [mean - half, mean + half]
+        interval = _t_interval(diffs, T95.get(df) or t_quantile(0.95, df))
     return {"paired_seeds": both, "per_seed": diffs, "mean": mean, "ci95": interval}
 
 
@@ -234,9 +239,7 @@ def paired_table(study: dict[str, Any], models: list[str], reference: str, set_n
         if comparisons is not None:
             n, ci_all = len(row["per_seed"]), None
             if n > 1:
-                half = (t_quantile(1 - 0.05 / comparisons, n - 1) * statistics.stdev(row["per_seed"])
-                        / math.sqrt(n))
-                ci_all = [row["d_acc"] - half, row["d_acc"] + half]
+                ci_all = _t_interval(row["per_seed"], t_quantile(1 - 0.05 / comparisons, n - 1))
             row.update(ci_all=ci_all, interval_all=_interval_text(ci_all),
                        verdict_all=verdict({"mean": row["d_acc"], "ci_all": ci_all} if has else None, reference,
                                            "ci_all"))
