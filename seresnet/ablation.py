@@ -577,7 +577,7 @@ def ablation_study_rows(study: Mapping[str, Any], set_name: str = "val") -> list
     ref_seeds = summary.get(STUDY_REFERENCE, {}).get("seeds", [])
     settings = {name: [Variant("SE (default)", name, DEFAULT_SETTING[name]), *[v for v in ABLATIONS if v.study == name]]
                 for name in STUDIES}
-    comparisons = sum(len(vs) - 1 for vs in settings.values())  # every setting but the defaults, trained or not
+    comparisons = sum(v.study in STUDIES for v in ABLATIONS)  # every setting but the defaults, trained or not
     rows: list[dict[str, Any]] = []
     for name, variants in settings.items():
         default = variants[0]
@@ -598,9 +598,10 @@ def ablation_study_rows(study: Mapping[str, Any], set_name: str = "val") -> list
 
 def plot_ablation_study(study: Mapping[str, Any], set_name: str = "val", figsize: tuple[float, float] | None = None):
     """``ablation_study_rows`` as a figure: one row of panels per study; on the left our CIFAR-10 accuracy minus
-    SE-ResNet-20's (each seed a dot, the mean with its t 95% interval over seeds, a hollow marker where the
-    interval is undefined, "not trained yet" where no run finished), on the right, on its own axis, the paper's
-    ImageNet top-1 accuracy minus its default SE-ResNet-50's. Returns the Figure."""
+    SE-ResNet-20's (each seed a dot, the mean with its t 95% interval over seeds and, in grey, the interval that
+    holds for every setting at once, a hollow marker where the interval is undefined, "not trained yet" where no
+    run finished), on the right, on its own axis, the paper's ImageNet top-1 accuracy minus its default
+    SE-ResNet-50's. Returns the Figure."""
     from .plots import _new_figure, draw_paired_difference
 
     rows = ablation_study_rows(study, set_name)
@@ -618,7 +619,7 @@ def plot_ablation_study(study: Mapping[str, Any], set_name: str = "val", figsize
                 ax.text(0.02, i, "not trained yet", va="center", fontsize=8, color="0.4",
                         transform=ax.get_yaxis_transform())
             else:
-                draw_paired_difference(ax, i, r["per_seed"], r["d_acc"], r["ci95"])
+                draw_paired_difference(ax, i, r["per_seed"], r["d_acc"], r["ci95"], r.get("ci_all"))
             if r["paper_d_acc"] is None:
                 ax_p.text(0.02, i, "no paper number", va="center", fontsize=8, color="0.4",
                           transform=ax_p.get_yaxis_transform())
@@ -637,8 +638,10 @@ def plot_ablation_study(study: Mapping[str, Any], set_name: str = "val", figsize
                      loc="left")
     axes[0, 0].set_title("ours: SE-ResNet-20, CIFAR-10", fontsize=10, loc="right", color="0.3")
     axes[0, 1].set_title("paper: SE-ResNet-50, ImageNet", fontsize=10, loc="right", color="0.3")
+    tested = sum(v.study in STUDIES for v in ABLATIONS)
     fig.suptitle("The paper's ablations, each against the default SE model (> 0 means better)\nours: each seed "
-                 "(blue), paired mean with its 95% t-interval (black), hollow = interval undefined, grey = the default",
+                 "(blue), paired mean with its 95% t-interval (black), hollow = interval undefined\n"
+                 f"grey bar = the interval that holds for all {tested} settings at once, grey diamond = the default",
                  fontsize=10)
     axes[-1, 0].set_xlabel(f"CIFAR-10 {where} accuracy minus SE-ResNet-20 (points)")
     axes[-1, 1].set_xlabel("ImageNet top-1 accuracy minus SE-ResNet-50\n(points, the paper's own recipe)")

@@ -509,9 +509,12 @@ def plot_attribution_check(estimate: Any, exact: Any, class_names: Sequence[str]
 
 
 def draw_paired_difference(ax: Axes, y: float, per_seed: Sequence[float], mean: float,
-                           ci95: Sequence[float] | None) -> None:
+                           ci95: Sequence[float] | None, ci_all: Sequence[float] | None = None) -> None:
     """One row of a paired-by-seed comparison at height ``y``: each seed's difference (blue dots), the mean with
-    its 95% interval (black), or a hollow marker where the interval is undefined (below two seeds)."""
+    its 95% interval (black), or a hollow marker where the interval is undefined (below two seeds); with
+    ``ci_all``, the wider interval that holds for a whole table at once, as a thin grey bar behind."""
+    if ci_all is not None:
+        ax.plot(ci_all, [y, y], color="0.6", lw=1.0, marker="|", markersize=9, zorder=1)
     ax.scatter(per_seed, [y] * len(per_seed), s=14, color="#7da7d9", zorder=2)
     if ci95 is None:
         ax.scatter([mean], [y], s=55, facecolors="none", edgecolors="black", zorder=3)
@@ -524,32 +527,33 @@ def plot_attention_study(study: dict[str, Any], set_name: str = "val", reference
                          fig: Figure | None = None) -> Figure:
     """The attention family against ``reference``: each model's accuracy on ``set_name`` minus the reference's,
     paired by seed (mean, a dot per seed and the t 95% interval over seeds; a hollow marker where the interval is
-    undefined, below two seeds), and, when ``train_ratio`` (model -> training time / plain) is given, what each
-    costs in training time beside it. ``study``: the JSON that ``scripts/attention_study.py`` writes; ``models``: which
-    of its models to show (default all)."""
-    summary = study.get("summary", {}).get(set_name)
-    if summary is None:
+    undefined, below two seeds; in grey the interval that holds for all the models shown at once, as
+    :func:`seresnet.study.paired_table` computes it), and, when ``train_ratio`` (model -> training time / plain) is
+    given, what each costs in training time beside it. ``study``: the JSON that ``scripts/attention_study.py``
+    writes; ``models``: which of its models to show (default all)."""
+    from .study import paired_table
+
+    if set_name not in study.get("summary", {}):
         raise ValueError(f"the study has no results on {set_name!r}; it has {sorted(study.get('summary', {}))}")
-    key = f"minus_{reference}"
-    models = [m for m in (study["models"] if models is None else models) if m != reference
-              and key in summary.get(m, {}) and summary[m][key]["mean"] is not None]
-    if not models:
+    requested = [m for m in (study["models"] if models is None else models) if m != reference]
+    # the number of comparisons is fixed by what was asked for, not by which runs have finished
+    rows = [r for r in paired_table(study, requested, reference, set_name, comparisons=len(requested))
+            if r["d_acc"] is not None]
+    if not rows:
         raise ValueError(f"no model has a finished run paired with {reference!r} on {set_name!r} yet")
-    models.sort(key=lambda m: summary[m][key]["mean"])
+    rows.sort(key=lambda r: r["d_acc"])
+    models = [r["model"] for r in rows]
     fig = _fresh_figure(fig, (11.0, 0.45 * len(models) + 1.8))
     grid = fig.add_gridspec(1, 2 if train_ratio else 1, width_ratios=[2.2, 1.0] if train_ratio else [1.0])
     ax = fig.add_subplot(grid[0, 0])
     y = np.arange(len(models))
-    for i, m in enumerate(models):
-        d = summary[m][key]
-        draw_paired_difference(ax, i, [100 * x for x in d["per_seed"]], 100 * d["mean"],
-                               None if d["ci95"] is None else [100 * x for x in d["ci95"]])
+    for i, r in enumerate(rows):
+        draw_paired_difference(ax, i, r["per_seed"], r["d_acc"], r["ci95"], r["ci_all"])
     ax.axvline(0, color="grey", lw=0.8)
-    seeds = [len(summary[m][key]["paired_seeds"]) for m in models]
-    ax.set_yticks(y, [f"{m}  ({n} seed{'' if n == 1 else 's'})" for m, n in zip(models, seeds)])
+    ax.set_yticks(y, [f"{r['model']}  ({r['seeds']} seed{'' if r['seeds'] == 1 else 's'})" for r in rows])
     ax.set_xlabel(f"accuracy minus {reference} on {dict(val='validation').get(set_name, set_name)} (points)")
-    ax.set_title("Paired by seed: mean (black), each seed (blue), 95% t-interval; hollow = interval undefined",
-                 fontsize="medium")
+    ax.set_title(f"Paired by seed: mean (black) with its 95% t-interval, each seed (blue)\ngrey: the interval that "
+                 f"holds for all {len(requested)} models at once; hollow = interval undefined", fontsize="medium")
     ax.grid(alpha=0.3, axis="x")
     if train_ratio:
         ax2 = fig.add_subplot(grid[0, 1], sharey=ax)

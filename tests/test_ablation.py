@@ -297,6 +297,9 @@ def test_ablation_study_rows_pair_by_seed_and_sit_beside_the_paper():
     ours = fig.axes[0::2]
     assert len(ours) == len(ablation.STUDIES)
     assert len(ours[0].containers) == 2  # error bars: no SE and r=4, the only ones with an interval
+    # and behind each, in grey, its interval for all the settings at once
+    grey = sorted(sorted(line.get_xdata()) for line in ours[0].lines if line.get_color() == "0.6")
+    assert grey == sorted(by[("reduction", s)]["ci_all"] for s in ("no SE", "4"))
     texts = [t.get_text() for ax in ours for t in ax.texts]
     assert texts.count("not trained yet") == sum(r["verdict"] == "not trained yet" for r in rows)
     gate_paper = fig.axes[2 * list(ablation.STUDIES).index("gate") + 1]

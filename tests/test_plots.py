@@ -6,6 +6,7 @@ Statistics are built from synthetic excitations whose per-class means are comput
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib
 import numpy as np
@@ -255,6 +256,11 @@ def test_attention_study_plot_shows_paired_differences_and_undefined_intervals()
     seeds_se = next(c for c in ax.collections if c.get_offsets().shape[0] == 2).get_offsets()[:, 0]
     np.testing.assert_allclose(sorted(seeds_se), [1.0, 2.0])  # per-seed differences in points
     assert len(ax.containers) == 1  # one error bar: the model with one seed has no interval
+    # the grey bar holds for both comparisons at once: each at 97.5% (Bonferroni). With one degree of freedom t is
+    # Cauchy, P(|T| <= t) = 2 arctan(t) / pi, so t = tan(0.975 pi / 2); differences 1 and 2 points: mean 1.5, s.e. 0.5
+    (grey,) = [line for line in ax.lines if line.get_color() == "0.6"]
+    t = math.tan(0.975 * math.pi / 2)
+    np.testing.assert_allclose(sorted(grey.get_xdata()), [1.5 - 0.5 * t, 1.5 + 0.5 * t], rtol=1e-6)
     assert [round(p.get_width(), 2) for p in ax_cost.patches] == [1.1, 1.2]
     with pytest.raises(ValueError, match="no results on 'test'"):
         plot_attention_study(study, set_name="test")
