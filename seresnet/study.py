@@ -36,11 +36,6 @@ def attention_family() -> dict[str, tuple[str, dict[str, Any]]]:
     return family
 
 
-# Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom, as printed in statistics tables; other levels
-# and degrees of freedom come from ``t_quantile``.
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
 def _t_central_mass(t: float, df: int) -> float:
     """P(|T| <= t) for Student's t with ``df`` degrees of freedom: the finite series of Abramowitz & Stegun 26.7.3
     (odd df) and 26.7.4 (even df), exact for integer df (torch has no t distribution quantile, and scipy is not a
@@ -183,8 +178,7 @@ def paired_over_seeds(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
     mean = statistics.fmean(diffs) if diffs else None
     interval = None
     if len(diffs) > 1:
-        df = len(diffs) - 1
-        interval = _t_interval(diffs, T95.get(df) or t_quantile(0.95, df))
+        interval = _t_interval(diffs, t_quantile(0.95, len(diffs) - 1))
     return {"paired_seeds": both, "per_seed": diffs, "mean": mean, "ci95": interval}
 
 

@@ -25,7 +25,8 @@ def test_summary_pairs_runs_by_seed(study) -> None:
     assert diff["paired_seeds"] == [0, 1]  # seed 2 of b is missing: not paired
     per_seed = [0.90 - 0.89, 0.91 - 0.905]
     assert diff["per_seed"] == pytest.approx(per_seed)
-    half = 12.706 * statistics.stdev(per_seed) / math.sqrt(2)
+    # t with one degree of freedom is Cauchy: P(|T| <= t) = 2 arctan(t) / pi, so the 95% t is tan(0.95 pi / 2)
+    half = math.tan(0.95 * math.pi / 2) * statistics.stdev(per_seed) / math.sqrt(2)
     assert diff["ci95"] == pytest.approx([statistics.fmean(per_seed) - half, statistics.fmean(per_seed) + half])
     single = study.summarise({"a-s0": run(0.9), "b-s0": run(0.8)}, ["a", "b"], [0])["val"]["difference"]
     assert single["ci95"] is None  # undefined from one pair, not zero
