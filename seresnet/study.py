@@ -239,3 +239,14 @@ def paired_table(study: dict[str, Any], models: list[str], reference: str, set_n
                                            "ci_all"))
         rows.append(row)
     return rows
+
+
+def median_half_widths(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How small a difference a :func:`paired_table` can resolve: the median half-width, in points, of its rows'
+    intervals one at a time (``ci95``) and, where the table has them, all at once (``ci_all``); ``None`` where no row
+    has that interval. ``intervals``: how many rows have a 95% interval."""
+    out: dict[str, Any] = {"intervals": sum(r.get("ci95") is not None for r in rows)}
+    for key in ("ci95", "ci_all"):
+        halves = [(r[key][1] - r[key][0]) / 2 for r in rows if r.get(key) is not None]
+        out[key] = statistics.median(halves) if halves else None
+    return out

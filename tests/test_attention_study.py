@@ -11,7 +11,7 @@ import pytest
 from conftest import load_script
 
 from seresnet import count_params, create_model
-from seresnet.study import paired_over_seeds, paired_table, t_quantile
+from seresnet.study import median_half_widths, paired_over_seeds, paired_table, t_quantile
 
 # Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom as printed in statistics tables (3 decimals)
 PRINTED_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -136,6 +136,15 @@ def test_paired_table_all_at_once_intervals_are_bonferroni() -> None:
     assert "no verdict" in rows["one"]["verdict_all"] and rows["untrained"]["verdict_all"] == "not trained yet"
     with pytest.raises(ValueError, match="comparisons must be a positive integer"):
         paired_table(study, ["clear"], "resnet20", comparisons=0)
+
+
+def test_median_half_widths_say_what_a_table_resolves() -> None:
+    rows = [{"ci95": [-1.0, 1.0], "ci_all": [-3.0, 3.0]}, {"ci95": [0.0, 4.0], "ci_all": [-4.0, 8.0]},
+            {"ci95": [1.0, 4.0], "ci_all": [-2.0, 7.0]}, {"ci95": None, "ci_all": None}]
+    assert median_half_widths(rows) == {"intervals": 3, "ci95": 1.5, "ci_all": 4.5}
+    # one-at-a-time rows only (no comparisons given), or nothing with two seeds yet: undefined, not zero
+    assert median_half_widths([{"ci95": [0.0, 1.0]}]) == {"intervals": 1, "ci95": 0.5, "ci_all": None}
+    assert median_half_widths([{"ci95": None}]) == {"intervals": 0, "ci95": None, "ci_all": None}
 
 
 def test_collect_writes_every_finished_run_and_refuses_another_recipe(study, tiny_folder: Path,
