@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -87,11 +88,26 @@ def se_knockout() -> Figure:
     return ablation.plot_knockout(ablation.se_knockout_table(model, images, labels, stats, bf16=True))
 
 
-def ablations() -> Figure:
-    """Notebook 06: the stored CIFAR-10 ablation results beside the paper's Tables 10-14."""
+def _stored_study() -> dict:
+    return json.loads((REPO / "notebooks" / "results" / "attention_study.json").read_text())
+
+
+def ablation_study() -> Figure:
+    """Notebook 06: the paper's ablations with three seeds each (the stored study) beside its Tables 10-14."""
     from seresnet import ablation
 
-    return ablation.plot_ablations(ablation.load_ablation_results(REPO / "notebooks" / "results" / "ablations.json"))
+    return ablation.plot_ablation_study(_stored_study())
+
+
+def attention_family() -> Figure:
+    """Notebook 06: every module of the family minus the plain ResNet-20, paired by seed, beside its training time."""
+    from seresnet.plots import plot_attention_study
+    from seresnet.study import time_ratios
+
+    study = _stored_study()
+    bench = json.loads((REPO / "benchmarks" / "results" / "attention.json").read_text())
+    return plot_attention_study(study, "val", train_ratio=time_ratios(bench)["train"],
+                                models=study["groups"]["family"])
 
 
 def what_a_channel_sees() -> Figure:
@@ -110,7 +126,8 @@ FIGURES: dict[str, Callable[[], Figure]] = {
     "per_class_accuracy.png": per_class_accuracy,
     "excitation_profiles.png": excitation_profiles,
     "se_knockout.png": se_knockout,
-    "ablations.png": ablations,
+    "ablation_study.png": ablation_study,
+    "attention_family.png": attention_family,
     "what_a_channel_sees.png": what_a_channel_sees,
 }
 

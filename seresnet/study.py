@@ -250,3 +250,17 @@ def median_half_widths(rows: list[dict[str, Any]]) -> dict[str, Any]:
         halves = [(r[key][1] - r[key][0]) / 2 for r in rows if r.get(key) is not None]
         out[key] = statistics.median(halves) if halves else None
     return out
+
+
+def time_ratios(benchmark: dict[str, Any], reference: str = "resnet20") -> dict[str, dict[str, float]]:
+    """What each model costs in time against ``reference``, from the attention benchmark's JSON
+    (``benchmarks/results/attention.json``): ``{mode: {model: median time / reference's median time}}`` for each
+    mode it timed ("train", "infer"). The ratios come from one interleaved run, so machine load cancels out of them."""
+    out: dict[str, dict[str, float]] = {}
+    for group in benchmark.get("groups", []):
+        results = group["results"]
+        if reference not in results:
+            raise ValueError(f"the benchmark's {group['mode']!r} group has no {reference!r} to divide by; "
+                             f"it timed {sorted(results)}")
+        out[group["mode"]] = {m: r["median_s"] / results[reference]["median_s"] for m, r in results.items()}
+    return out

@@ -11,7 +11,7 @@ import pytest
 from conftest import load_script
 
 from seresnet import count_params, create_model
-from seresnet.study import median_half_widths, paired_over_seeds, paired_table, t_quantile
+from seresnet.study import median_half_widths, paired_over_seeds, paired_table, t_quantile, time_ratios
 
 # Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom as printed in statistics tables (3 decimals)
 PRINTED_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -200,3 +200,17 @@ def test_stored_study_matches_its_runs() -> None:
             else:
                 assert d["ci95"] is None
     assert checked >= 2 * (len(stored["groups"]["family"]) - 2)  # every family member against both references
+
+
+def test_time_ratios_divide_each_mode_by_the_reference() -> None:
+    bench = {"groups": [
+        {"mode": "train", "results": {"resnet20": {"median_s": 0.08}, "se_resnet20": {"median_s": 0.1}}},
+        {"mode": "infer", "results": {"resnet20": {"median_s": 0.02}, "cbam": {"median_s": 0.05}}}]}
+    ratios = time_ratios(bench)
+    assert ratios["train"] == pytest.approx({"resnet20": 1.0, "se_resnet20": 1.25})
+    assert ratios["infer"] == pytest.approx({"resnet20": 1.0, "cbam": 2.5})
+    with pytest.raises(ValueError, match="no 'plain' to divide by"):
+        time_ratios(bench, reference="plain")
+    # the stored benchmark has both modes with the plain network in each
+    stored = json.loads((Path(__file__).resolve().parent.parent / "benchmarks/results/attention.json").read_text())
+    assert {"train", "infer"} <= set(time_ratios(stored))
