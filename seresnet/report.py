@@ -38,6 +38,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .data import CIFAR10_CLASSES, SAMPLE_DIR, DataNotFoundError, find_cifar10, load_cifar10, load_sample
 from .evaluate import EvalResult
+from .train import held_out_sets
 
 __all__ = [
     "DemoData",
@@ -211,7 +212,8 @@ def plot_history(
     Args:
         histories: model name -> list of per-epoch records with ``epoch`` and any of ``train_loss``, ``val_loss``,
             ``test_loss``, ``train_acc``, ``val_acc``, ``test_acc`` (and ``lr`` for ``show_lr``), as written by
-            ``seresnet.train`` (``val_*`` with a validation split, else ``test_*``).
+            ``seresnet.train`` (``val_*`` with a validation split, else ``test_*`` or the named set's, see
+            :func:`held_out_sets`).
         fig: draw into this figure (cleared first); default: a new figure.
         epochs: fix the x axis to 1..epochs (a live plot keeps its scale while a run is going).
         show_lr: add a third panel with the learning-rate schedule.
@@ -233,8 +235,8 @@ def plot_history(
     panels = [("loss", "cross-entropy loss"), ("acc", "accuracy")]
     for ax, (metric, ylabel) in zip(axes, panels):
         for name, hist in histories.items():
-            for split, style in (("train", "--"), ("val", "-"), ("test", "-")):  # a run has val or test
-                key = f"{split}_{metric}"
+            for split in ["train", *held_out_sets(hist)]:
+                key, style = f"{split}_{metric}", "--" if split == "train" else "-"
                 pts = [(r["epoch"], r[key]) for r in hist if r.get(key) is not None]
                 if pts:
                     x, y = zip(*pts)
@@ -270,14 +272,15 @@ def plot_history(
 def history_summary(histories: Mapping[str, History]) -> Table:
     """One row per run: epochs, final train and evaluation loss and accuracy, best evaluation accuracy, wall time.
 
-    The evaluation set is the validation split where the run had one (``val_*`` records), else the test set."""
+    The evaluation set is the validation split where the run had one (``val_*`` records), else the test set or the
+    named set the run followed (:func:`held_out_sets`)."""
     rows = []
     for name, hist in histories.items():
         _check_history(name, hist)
         if not hist:
             continue
         last = hist[-1]
-        split = "val" if any(r.get("val_acc") is not None for r in hist) else "test"
+        split = (held_out_sets(hist) or ["test"])[0]
         accs = [r[f"{split}_acc"] for r in hist if r.get(f"{split}_acc") is not None]
         rows.append({"model": name, "epochs": int(last["epoch"]), "evaluated on": split,
                      "train_loss": last.get("train_loss"), "train_acc": last.get("train_acc"),

@@ -28,7 +28,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,8 +270,8 @@ def _train(cfg: TrainConfig, out: Path | None, rank: int, world: int, dev: torch
         except DataNotFoundError:
             if not extra_sets:
                 raise
-            eval_name = "test"  # no test split beside the training data: follow the first named set every epoch
-            x_test, y_test = next(iter(extra_sets.values()))
+            # no test split beside the training data: follow the first named set every epoch, under its own name
+            eval_name, (x_test, y_test) = next(iter(extra_sets.items()))
     x_train, y_train = subset(x_train, y_train, cfg.train_limit)
     x_test, y_test = subset(x_test, y_test, cfg.test_limit)
     num_classes = get_config(cfg.model, **cfg.overrides).num_classes
@@ -393,6 +393,14 @@ def _train(cfg: TrainConfig, out: Path | None, rank: int, world: int, dev: torch
         dist.barrier()
         dist.destroy_process_group()
     return TrainResult(model, history, out)
+
+
+def held_out_sets(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The held-out sets a training history scores every epoch, from its ``<set>_acc`` keys: ``"val"`` with a
+    validation split, ``"test"`` with a test split, else the first ``--test-data`` set's own name; validation first."""
+    names = dict.fromkeys(k[:-4] for r in history for k, v in r.items()
+                          if k.endswith("_acc") and k != "train_acc" and v is not None)
+    return sorted(names, key=lambda n: (n != "val", n != "test"))
 
 
 RUN_ARTIFACTS = ("checkpoint.pt", "history.json", "model.safetensors", "metadata.json", "epochs")
@@ -634,8 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if result.history and int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1]
-        key = "val_acc" if "val_acc" in last else "test_acc"
-        print(f"done: {cfg.model} {key[:-4]} accuracy {last.get(key, float('nan')):.4f} "
+        split = (held_out_sets(result.history) or ["test"])[0]
+        print(f"done: {cfg.model} {split} accuracy {last.get(f'{split}_acc', float('nan')):.4f} "
               f"after {last['epoch']} epochs, {last['wall_s'] / 60:.1f} min; files in {result.out}")
     return 0
 

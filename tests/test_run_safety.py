@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,28 @@ def test_metadata_records_sets_intervals_and_checksum_without_local_paths(tiny_f
     assert str(tmp_path) not in (out / "metadata.json").read_text()  # no folders of this machine
     assert meta["weights_sha256"] == tr.sha256_file(out / "model.safetensors")
     assert "less a stratified validation split of 20" in meta["trained_on"]
+
+
+def test_without_a_test_split_the_followed_set_keeps_its_own_name(tiny_folder: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """Lossless CIFAR-10 here has no test_batch: a run follows its first --test-data set every epoch, and nothing
+    is called "test" that is not the official test split, nor stored twice."""
+    from seresnet.report import history_summary, plot_history
+
+    root = tmp_path / "train-only"
+    shutil.copytree(tiny_folder / "train", root / "train")
+    out = tmp_path / "run"
+    args = ["--epochs", "1", "--batch-size", "40", "--data", str(root), "--out", str(out), "--no-progress",
+            "--threads", "1", "--test-data", f"subset={tiny_folder / 'test'}"]
+    assert main(args) == 0
+    assert "done: se_resnet20 subset accuracy" in capsys.readouterr().out
+    history = json.loads((out / "history.json").read_text())
+    assert tr.held_out_sets(history) == ["subset"] and "test_acc" not in history[0]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert set(meta["evaluations"]) == {"subset"} and meta["evaluations"]["subset"]["images"] == 120
+    assert history_summary({"run": history}).records[0]["evaluated on"] == "subset"
+    labels = plot_history({"run": history}).axes[1].get_legend_handles_labels()[1]
+    assert labels == ["run train", "run subset"]
 
 
 def test_an_output_folder_that_cannot_be_made_is_one_clear_error(tiny_folder: Path, tmp_path: Path,
