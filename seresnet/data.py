@@ -144,7 +144,8 @@ def _load_batches(base: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     missing = [n for n in names if not (folder / n).is_file()]
     if missing == ["test_batch"]:
         raise DataNotFoundError(f"{folder} has the training batches but no test_batch; evaluate on a test set from "
-                                f"another place (train(): cfg.test_data, CLI: --test-data PATH) or hold out a "
+                                f"another place, such as a class folder <class>/*.png|jpg (training: --test-data "
+                                f"NAME=PATH or cfg.test_data; python -m seresnet.evaluate: --data PATH), or hold out a "
                                 f"validation split of the training images (--val-split N)")
     if missing:
         raise DataNotFoundError(f"{folder} is missing {missing}; expected data_batch_1..5 and test_batch")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import CIFAR10_CLASSES, TensorBatches, load_cifar10
+from .data import CIFAR10_CLASSES, TensorBatches, load_cifar10, load_eval_set
 
 
 def accuracy_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -145,14 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pretrained", help="a shipped checkpoint name, e.g. se_resnet20")
     src.add_argument("--weights", help="run directory, model.safetensors or checkpoint.pt")
-    p.add_argument("--data", default=None, help="data root (default: $SERESNET_DATA or data/)")
+    p.add_argument("--data", default=None,
+                   help="data root (default: $SERESNET_DATA or data/); for the test split also a class folder "
+                        "<class>/*.png|jpg such as cifar10-lossless/test-subset")
     p.add_argument("--split", default="test", choices=("train", "test"))
     p.add_argument("--flip-tta", action="store_true", help="average the logits of each image and its mirror image")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = p.parse_args(argv)
     try:
         model = load_pretrained(args.pretrained) if args.pretrained else load_model(args.weights)
-        images, labels = load_cifar10(args.split, args.data)
+        if args.split == "test" and args.data is not None:
+            images, labels = load_eval_set(args.data)  # a data root's test split, or a class folder
+        else:
+            images, labels = load_cifar10(args.split, args.data)
         result = evaluate(model, images, labels, flip_tta=args.flip_tta)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

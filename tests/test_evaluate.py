@@ -78,3 +78,26 @@ def test_paired_difference_uses_the_per_image_differences() -> None:
     assert same == 0 and lo0 == hi0 == 0  # identical predictions: no difference and no noise
     with pytest.raises(ValueError, match="same N"):
         paired_difference(a, b[:5])
+
+
+def test_cli_evaluates_a_class_folder_and_says_where_a_missing_test_split_can_come_from(
+        tmp_path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from seresnet.data import SAMPLE_DIR, load_sample
+    from seresnet.evaluate import main
+    from seresnet.pretrained import load_pretrained
+
+    assert main(["--pretrained", "resnet20", "--data", str(SAMPLE_DIR), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    images, labels = load_sample()
+    expected = evaluate(load_pretrained("resnet20"), images, labels)
+    assert printed["images"] == 1000 and printed["accuracy"] == pytest.approx(expected.accuracy)
+    # a data root with training batches but no test_batch, like the lossless copy here
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    for i in range(1, 6):
+        (batches / f"data_batch_{i}").write_bytes(b"")
+    assert main(["--pretrained", "resnet20", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no test_batch" in err and "seresnet.evaluate: --data PATH" in err and "Traceback" not in err
