@@ -45,6 +45,14 @@ IMAGENET_LAYERS: dict[int, tuple[str, tuple[int, ...]]] = {
 BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
+def _usual_cifar_block(depth: int) -> str:
+    """The block He et al. use for a CIFAR depth: bottlenecks for the deep 9n+2 networks (164, 1001) and for depths
+    only 9n+2 fits, basic blocks otherwise (20, 32, 44, 56, 110, 1202)."""
+    fits_bottleneck = depth >= 11 and (depth - 2) % 9 == 0
+    fits_basic = depth >= 8 and (depth - 2) % 6 == 0
+    return "bottleneck" if fits_bottleneck and (depth >= 164 or not fits_basic) else "basic"
+
+
 @dataclass(frozen=True)
 class SEResNetConfig:
     """Everything that defines an (SE-)ResNet.
@@ -52,7 +60,9 @@ class SEResNetConfig:
     Attributes:
         style: ``"imagenet"`` or ``"cifar"`` (stem, stage widths and depth rule, see the module docstring).
         depth: number of weighted layers; ImageNet 18/34/50/101/152, CIFAR 6n+2 (basic) or 9n+2 (bottleneck).
-        block: ``"basic"`` or ``"bottleneck"``; ``None`` picks the usual one for the depth.
+        block: ``"basic"`` or ``"bottleneck"``; ``None`` picks the usual one for the depth (CIFAR: He et al.'s
+            choice, bottlenecks from depth 164 where the depth is 9n+2, such as 164 and 1001, else basic blocks
+            where it is 6n+2, such as 20-110 and 1202).
         num_classes: classifier outputs (0 gives a feature extractor with ``nn.Identity`` as ``fc``).
         in_chans: input channels.
         input_size: the (square) input resolution the model is meant for; used for FLOP counts and defaults, the
@@ -124,10 +134,13 @@ class SEResNetConfig:
             if self.block not in (None, block):
                 raise ValueError(f"ImageNet depth {d} uses {block} blocks, got block={self.block!r}")
             return block, layers
-        block = self.block or "basic"
+        block = self.block or _usual_cifar_block(d)
         per_block = 2 if block == "basic" else 3
         rule = "6n+2" if block == "basic" else "9n+2"
         if d < 3 * per_block + 2 or (d - 2) % (3 * per_block):
+            if self.block is None:
+                raise ValueError(f"CIFAR-style depth must be 6n+2 (basic blocks: 20, 32, 44, 56, 110) or 9n+2 "
+                                 f"(bottleneck blocks: 164, 1001), n >= 1, got {d}")
             raise ValueError(f"CIFAR-style depth with {block} blocks must be {rule} (n >= 1), got {d}")
         n = (d - 2) // (3 * per_block)
         return block, (n, n, n)

@@ -472,6 +472,19 @@ def test_3x3_on_basic_block_raises() -> None:
         BasicBlock(16, 16, integration="3x3")
 
 
+@pytest.mark.parametrize(("depth", "block", "per_stage"),
+                         [(20, "basic", 3), (56, "basic", 9), (110, "basic", 18), (1202, "basic", 200),
+                          (164, "bottleneck", 18), (1001, "bottleneck", 111), (29, "bottleneck", 3)])
+def test_cifar_block_defaults_to_he_et_al_choice_for_the_depth(depth: int, block: str, per_stage: int) -> None:
+    # 56, 110 and 164 fit both 6n+2 and 9n+2: He et al. use basic blocks up to 110 and bottlenecks for 164 and 1001
+    config = SEResNetConfig(style="cifar", depth=depth)
+    assert (config.block, config.layers) == (block, (per_stage,) * 3)
+    if depth == 164:
+        assert config.layers == get_config("se_resnet164").layers and get_config("se_resnet164").block == block
+    with pytest.raises(ValueError, match=r"must be 6n\+2 \(basic blocks.*or 9n\+2 \(bottleneck"):
+        SEResNetConfig(style="cifar", depth=21)
+
+
 @pytest.mark.parametrize(
     ("name", "overrides", "match"),
     [("se_resnet50", {"depth": 51}, r"ImageNet-style depth must be one of \[18, 34, 50, 101, 152\], got 51"),
