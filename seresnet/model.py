@@ -396,8 +396,9 @@ class SEResNet(nn.Module):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an integer >= 0, got {num_classes!r}")
         self.config = self.config.replace(num_classes=num_classes)
-        device = next(self.parameters()).device
-        self.fc = nn.Linear(self.num_features, num_classes).to(device) if num_classes else nn.Identity()
+        like = next(self.parameters())  # the new head lives where the model does, in its dtype (.double(), bf16)
+        self.fc = (nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype) if num_classes
+                   else nn.Identity())
 
     def get_classifier(self) -> nn.Module:
         return self.fc

@@ -348,6 +348,11 @@ def test_num_classes_in_chans_reset_classifier() -> None:
     assert "fc.weight" not in feats.state_dict() and feats(torch.randn(2, 3, 16, 16)).shape == (2, 64)
     with pytest.raises(ValueError, match="num_classes must be an integer >= 0"):
         model.reset_classifier(-1)
+    # the new head takes the model's dtype, so a float64 or bf16 model still runs after it
+    for dtype in (torch.float64, torch.bfloat16):
+        typed = create_model("se_resnet20").to(dtype)
+        typed.reset_classifier(4)
+        assert typed.fc.weight.dtype == dtype and typed(torch.randn(2, 3, 16, 16, dtype=dtype)).dtype == dtype
 
 
 def test_train_step_changes_se_weights() -> None:
