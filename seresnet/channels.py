@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import hooks
-from .data import normalize
+from .data import EIGHT_BIT_MODES, normalize
 from .se import SEBlock
 
 __all__ = ["ChannelExamples", "channel_examples", "gate_attribution", "gate_attribution_all", "gate_edit_effect",
@@ -41,17 +41,25 @@ def load_image(source: str | os.PathLike | np.ndarray | torch.Tensor | Any, size
     square; the model's own normalisation is applied later by ``seresnet.data.normalize``."""
     from PIL import Image
 
+    def eight_bit_rgb(im: Image.Image, what: str) -> Image.Image:
+        if im.mode not in EIGHT_BIT_MODES:  # PIL's convert("RGB") clips 16-bit and float pixels, mostly to white
+            raise ValueError(f"{what} has pixel mode {im.mode!r}; expected an 8-bit image (RGB, grey or palette): "
+                             f"scale it to 0..255 and save or convert it as 8-bit first")
+        return im.convert("RGB")
+
     if isinstance(source, (str, os.PathLike)):
         try:
             with Image.open(source) as im:
-                img = im.convert("RGB")
+                im.load()
+                opened = im
         except FileNotFoundError:
             raise FileNotFoundError(f"no image at {source}") from None
         except Exception as exc:
             raise ValueError(f"cannot read {source} as an image (expected a PNG, JPEG or another format PIL "
                              f"reads): {exc}") from exc
+        img = eight_bit_rgb(opened, str(source))
     elif isinstance(source, Image.Image):
-        img = source.convert("RGB")
+        img = eight_bit_rgb(source, "the image")
     elif isinstance(source, (np.ndarray, torch.Tensor)):
         arr = source.numpy() if isinstance(source, torch.Tensor) else source
         if arr.dtype != np.uint8:

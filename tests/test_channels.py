@@ -144,6 +144,15 @@ def test_load_image_any_photo(tmp_path: Path) -> None:
         channels.load_image(wide.astype(np.float32) / 255)
     with pytest.raises(ValueError, match="RGB array"):
         channels.load_image(np.zeros((32, 32), dtype=np.uint8))
+    # 16-bit and float images: PIL's RGB conversion would clip them (a 16-bit ramp turns almost all white)
+    ramp = Image.fromarray(np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16))
+    ramp.save(tmp_path / "ramp16.png")
+    with pytest.raises(ValueError, match="pixel mode 'I;16'; expected an 8-bit image"):
+        channels.load_image(tmp_path / "ramp16.png")
+    with pytest.raises(ValueError, match="pixel mode 'F'"):
+        channels.load_image(Image.fromarray(np.zeros((8, 8), dtype=np.float32)))
+    grey = Image.fromarray(np.full((8, 8), 100, dtype=np.uint8))  # 8-bit grey is fine: the same value in R, G, B
+    assert torch.equal(channels.load_image(grey, size=8), torch.full((3, 8, 8), 100, dtype=torch.uint8))
 
 
 def test_channel_plots_draw_the_given_data(setup) -> None:
