@@ -876,18 +876,24 @@ class ExcitationStats:
         """Read statistics written by ``save`` (safetensors: no code is executed on loading)."""
         from safetensors import safe_open
 
-        with safe_open(os.fspath(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != "seresnet.ExcitationStats/1":
-                raise ValueError(f"{path} is not an ExcitationStats file (metadata {meta!r})")
-            stats = cls(json.loads(meta["blocks"]), json.loads(meta["channels"]), int(meta["num_classes"]),
-                        float(meta["low"]), float(meta["high"]))
-            stats.count = f.get_tensor("count")
-            for i, name in enumerate(stats.block_names):
-                stats._mean[name] = f.get_tensor(f"b{i}.mean")
-                stats._m2[name] = f.get_tensor(f"b{i}.m2")
-                stats._n_low[name] = f.get_tensor(f"b{i}.n_low")
-                stats._n_high[name] = f.get_tensor(f"b{i}.n_high")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no ExcitationStats file at {path}")
+        try:
+            with safe_open(os.fspath(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != "seresnet.ExcitationStats/1":
+                    raise ValueError(f"not an ExcitationStats file (metadata {meta!r})")
+                stats = cls(json.loads(meta["blocks"]), json.loads(meta["channels"]), int(meta["num_classes"]),
+                            float(meta["low"]), float(meta["high"]))
+                stats.count = f.get_tensor("count")
+                for i, name in enumerate(stats.block_names):
+                    stats._mean[name] = f.get_tensor(f"b{i}.mean")
+                    stats._m2[name] = f.get_tensor(f"b{i}.m2")
+                    stats._n_low[name] = f.get_tensor(f"b{i}.n_low")
+                    stats._n_high[name] = f.get_tensor(f"b{i}.n_high")
+        except Exception as exc:  # safetensors raises its own error type for a damaged header
+            raise ValueError(f"{path} is not a readable ExcitationStats file (written by ExcitationStats.save): "
+                             f"{exc}") from exc
         return stats
 
     def __repr__(self) -> str:

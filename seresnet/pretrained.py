@@ -129,7 +129,14 @@ def load_model(path: str | os.PathLike) -> SEResNet:
             meta_path = path.with_suffix(".json")
         if not meta_path.is_file():
             raise FileNotFoundError(f"{path} has no metadata.json beside it to say which architecture it is")
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{meta_path} is not valid JSON ({exc}); expected the metadata a training run or "
+                             f"export_pretrained.py writes") from exc
+        if not isinstance(meta, dict) or "model_config" not in meta:
+            raise ValueError(f"{meta_path} has no 'model_config' (the architecture of {path.name}); expected the "
+                             f"metadata a training run or export_pretrained.py writes")
         # metadata.json records the hash of model.safetensors; another file beside it only borrows its config.
         if meta_path.name != "metadata.json" or path.name == "model.safetensors":
             verify_weights(path, meta, meta_path)

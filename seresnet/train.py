@@ -152,9 +152,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path} is not a readable seresnet checkpoint (truncated or corrupted?): {exc}") from exc
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "train_config" not in ckpt:
-        raise ValueError(f"{path} is not a seresnet training checkpoint (expected keys 'model', 'train_config')")
+        # torch's message suggests weights_only=False, which would run whatever code the file holds: keep its cause
+        reason = str(exc).split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0].strip()
+        raise ValueError(f"{path} is not a readable seresnet checkpoint (truncated, corrupted, or not written by "
+                         f"seresnet.train; it is loaded with weights_only=True only): {reason}") from exc
+    expected = ("model", "train_config", "model_config")
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in expected):
+        raise ValueError(f"{path} is not a seresnet training checkpoint (expected keys {list(expected)})")
     return ckpt
 
 

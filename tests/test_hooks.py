@@ -506,6 +506,11 @@ def test_stats_save_load_roundtrip(tmp_path):
     save_file({"x": torch.zeros(1)}, str(bad))
     with pytest.raises(ValueError, match="not an ExcitationStats"):
         ExcitationStats.load(bad)
+    bad.write_bytes(b"x")  # a damaged header: safetensors' own error type, now a ValueError naming the file
+    with pytest.raises(ValueError, match="other.safetensors is not a readable ExcitationStats file"):
+        ExcitationStats.load(bad)
+    with pytest.raises(FileNotFoundError, match="no ExcitationStats file at"):
+        ExcitationStats.load(tmp_path / "missing.safetensors")
 
 
 def test_stats_input_errors():

@@ -102,15 +102,28 @@ def test_damaged_or_wrong_checkpoints_get_clear_errors(tiny_folder: Path, tmp_pa
     train(tiny_cfg(tiny_folder, out, epochs=1), progress=False)
     ckpt = out / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="truncated or corrupted"):
+    with pytest.raises(ValueError, match="not a readable seresnet checkpoint \(truncated, corrupted"):
         train(tiny_cfg(tiny_folder, out, epochs=2), resume=True, progress=False)
     with pytest.raises(ValueError, match="mis-shaped"):
         load_into(create_model("se_resnet20", num_classes=5), create_model("se_resnet20").state_dict())
     with pytest.raises(ValueError, match="missing keys"):
         load_into(create_model("se_resnet20"), create_model("resnet20").state_dict())
-    (out / "metadata.json").unlink()
+    # damaged metadata: named, not a bare KeyError or a JSON error without the file
+    meta = out / "metadata.json"
+    meta.write_text("{not json")
+    with pytest.raises(ValueError, match="metadata.json is not valid JSON"):
+        load_model(out)
+    meta.write_text('{"model": "se_resnet20"}')
+    with pytest.raises(ValueError, match="has no 'model_config'"):
+        load_model(out)
+    meta.unlink()
     with pytest.raises(FileNotFoundError, match="metadata.json"):
         load_model(out / "model.safetensors")
+    # not a checkpoint at all: the error must not pass on torch's advice to load it with weights_only=False
+    ckpt.write_text("garbage")
+    with pytest.raises(ValueError, match="not a readable seresnet checkpoint") as err:
+        load_model(ckpt)
+    assert "weights_only` set to `False" not in str(err.value)
 
 
 def test_bad_settings_fail_before_writing(tiny_folder: Path, tmp_path: Path) -> None:
