@@ -43,6 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -344,11 +345,11 @@ def capture(model: nn.Module, blocks: BlockSpec = None, *, features: bool = Fals
 def _channel_tuple(channels: ChannelSpec, what: str) -> tuple[int, ...] | None:
     if channels is None:
         return None
-    if isinstance(channels, torch.Tensor):
-        if channels.dtype.is_floating_point or channels.ndim > 1:
-            raise ValueError(f"{what}: channels must be integer indices, got a {channels.dtype} tensor "
-                             f"of shape {tuple(channels.shape)}")
-        channels = channels.reshape(-1).tolist()
+    if isinstance(channels, (torch.Tensor, np.ndarray, np.integer)):  # e.g. the index np.argmax or topk returns
+        arr = np.asarray(channels.cpu() if isinstance(channels, torch.Tensor) else channels)
+        if arr.dtype.kind not in "iu" or arr.ndim > 1:
+            raise ValueError(f"{what}: channels must be integer indices, got a {arr.dtype} array of shape {arr.shape}")
+        channels = arr.reshape(-1).tolist()
     if isinstance(channels, bool):
         raise ValueError(f"{what}: channels must be an int or a list of ints, got {channels!r}")
     if isinstance(channels, int):
@@ -375,9 +376,13 @@ _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int6
 
 def _finite(value: Any, what: str) -> float:
     """``value`` as a float, or a ``ValueError`` unless it is a real number with |value| <= MAX_EDIT_MAGNITUDE."""
-    # numbers.Real: Python and numpy scalars; bools are Integral (so Real) but not numbers here.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or abs(value) > MAX_EDIT_MAGNITUDE:
+    # numbers.Real: Python and numpy scalars; bools are Integral (so Real) but not numbers here. A one-element tensor
+    # (what model outputs and statistics give) counts as its number.
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be a single real number, got {value!r}")
+    if not math.isfinite(value) or abs(value) > MAX_EDIT_MAGNITUDE:
         raise ValueError(f"{what} must be a finite number with |{what.split()[-1]}| <= {MAX_EDIT_MAGNITUDE:g} "
                          f"(larger values overflow the network to inf / NaN), got {value!r}")
     return float(value)

@@ -254,6 +254,9 @@ class SEBlock(nn.Module):
         self.scale = ChannelScale()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.channels:  # else a matmul error deep in the excitation
+            raise ValueError(f"SEBlock({self.channels}) expects a (B, {self.channels}, H, W) feature map, got shape "
+                             f"{tuple(x.shape)}")
         if self._use_fused(x):
             return _FusedSE.apply(x, self.excitation, *self.excitation.parameters())
         z = self.squeeze(x)

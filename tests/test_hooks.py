@@ -352,7 +352,7 @@ def test_edit_validation_messages():
         Scale(1.0, channels=[-1])
     with pytest.raises(ValueError, match="finite"):
         Scale(float("nan"))
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="single real number, got '0.5'"):
         Constant("0.5")
     with pytest.raises(ValueError, match="1-D"):
         Replace(torch.ones(2, 16))
@@ -365,6 +365,11 @@ def test_edit_validation_messages():
     with pytest.raises(ValueError, match="non-empty dict"):
         steer(model, {})
     assert Scale(2, channels=torch.tensor([1, 2])).channels == (1, 2)
+    # numpy indices, as np.argmax / np.argsort return them, like torch's
+    assert Scale(2, channels=np.argmax([1, 5, 2])).channels == (1,)
+    assert Scale(2, channels=np.array([3, 0])).channels == (3, 0)
+    with pytest.raises(ValueError, match="channels must be integer indices, got a float64 array"):
+        Scale(2, channels=np.array([1.5]))
     _assert_no_hooks(model)
 
 
@@ -376,8 +381,12 @@ def test_edits_refuse_values_that_overflow_or_are_not_numbers():
                 make(bad)
     assert Scale(1e4).factor == 1e4 and Constant(-1e4).value == -1e4
     assert Scale(np.float32(0.5)).factor == 0.5  # numpy scalars are numbers too
-    with pytest.raises(ValueError, match="finite number"):
+    with pytest.raises(ValueError, match="single real number, got True"):
         Scale(True)
+    # what a model or a statistic hands over: a one-element tensor is its number, a longer one is not a factor
+    assert Scale(torch.tensor(0.5)).factor == 0.5 and Constant(torch.tensor([2.0])).value == 2.0
+    with pytest.raises(ValueError, match="single real number"):
+        Scale(torch.tensor([0.5, 0.2]))
     for bad in ("abc", b"ab", None, {"a": 1}, [0.5, "x"], [[0.5], [0.5, 0.5]]):
         with pytest.raises(TypeError, match=r"Replace needs a vector of C finite numbers \(shape \(C,\)"):
             Replace(bad)

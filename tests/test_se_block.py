@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -154,6 +156,14 @@ def test_invalid_min_hidden(min_hidden: object) -> None:
 def test_invalid_channels() -> None:
     with pytest.raises(ValueError, match="channels must be positive"):
         SEBlock(0)
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 4, 4), (2, 64), (64, 4, 4)])
+def test_wrong_input_shape_is_named(shape: tuple[int, ...]) -> None:
+    # it used to surface as a matmul error ("mat1 and mat2 shapes cannot be multiplied") or an IndexError
+    expected = f"SEBlock(64) expects a (B, 64, H, W) feature map, got shape {shape}"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        SEBlock(64)(torch.randn(*shape))
 
 
 @pytest.mark.parametrize("gate", ["softmax", "Sigmoid", ""])

@@ -102,7 +102,7 @@ def test_damaged_or_wrong_checkpoints_get_clear_errors(tiny_folder: Path, tmp_pa
     train(tiny_cfg(tiny_folder, out, epochs=1), progress=False)
     ckpt = out / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="not a readable seresnet checkpoint \(truncated, corrupted"):
+    with pytest.raises(ValueError, match=r"not a readable seresnet checkpoint \(truncated, corrupted"):
         train(tiny_cfg(tiny_folder, out, epochs=2), resume=True, progress=False)
     with pytest.raises(ValueError, match="mis-shaped"):
         load_into(create_model("se_resnet20", num_classes=5), create_model("se_resnet20").state_dict())
