@@ -339,7 +339,7 @@ def _torchvision_state_dict(name: str, weights: Any) -> dict[str, torch.Tensor]:
     try:
         entry = enum_cls.verify(weights)  # "DEFAULT", "IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V2" or a member
     except (KeyError, TypeError) as exc:
-        choices = ", ".join(["DEFAULT", *enum_cls.__members__])
+        choices = ", ".join(dict.fromkeys(["DEFAULT", *enum_cls.__members__]))  # some enums list DEFAULT too
         raise ValueError(f"unknown weights {weights!r} for torchvision's {name}: expected one of {choices}, a "
                          f"{enum_cls.__name__} member, or the path of a local "
                          f"{'/'.join(_WEIGHT_SUFFIXES)} state dict file") from exc
