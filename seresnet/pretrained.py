@@ -168,7 +168,7 @@ def pretrained_gate_history(name: str) -> Any:
 
 def accuracy_lines(meta: dict[str, Any]) -> list[str]:
     """One line per evaluation set of a checkpoint's metadata: accuracy, 95% interval, number of images, and what
-    the set is (``"lossless-test-subset: 90.95% (95% CI 89.0-92.6%) on 1,017 images - the first 1,017 images of
+    the set is (``"lossless-test-subset: 90.95% (95% CI 89.0%-92.6%) on 1,017 images - the first 1,017 images of
     the official ..."``)."""
     lines = []
     for name, ev in meta.get("evaluations", {}).items():
