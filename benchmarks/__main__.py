@@ -2,4 +2,4 @@
 
 from benchmarks.run_all import main
 
-main()
+raise SystemExit(main())

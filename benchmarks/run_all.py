@@ -8,6 +8,9 @@ Usage (from the repository root)::
     python -m benchmarks --only cifar hooks   # some sections; the report uses the JSON already there for the rest
     python -m benchmarks.report               # rebuild BENCHMARKS.md and the plot from the JSON files only
 
+A full run replaces the results (its own ``<section>.json`` files, nothing else in the folder) only when every section
+ran; with a failed section it leaves them as they were, keeps its own in ``results/.incoming-*`` and exits with 1.
+
 Sections (each writes ``results/<section>.json``):
 
 * ``machine``:  CPU description, theoretical peak FLOP/s and the FLOP/s a large matrix product reaches.
@@ -385,6 +388,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON files and the plot")
     p.add_argument("--no-report", action="store_true", help="do not rewrite BENCHMARKS.md and the plot")
     args = p.parse_args(argv)
+    # checked before anything runs or is written: a bad value used to fail a section after old results were removed
+    for name in ("threads", "repeats", "imagenet_repeats", "cifar_train_batch", "cifar_infer_batch",
+                 "imagenet_batch", "imagenet_size", "hooks_batch", "hooks_repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for name in ("max_minutes", "compile_budget_s", "min_call_s"):
+        if not getattr(args, name) >= 0:
+            p.error(f"--{name.replace('_', '-')} must be a number >= 0, got {getattr(args, name)}")
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out} is a file; expected a folder for the JSON files")
     if args.quick:
         args.repeats, args.imagenet_repeats, args.hooks_repeats = 3, 2, 3
         args.imagenet_size, args.cifar_train_batch, args.cifar_infer_batch = 64, 32, 64
@@ -394,12 +407,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Run the sections; 0 when all of them ran, 1 when one failed (its old results are kept)."""
     args = parse_args(argv)
     sections = [s for s in (args.only or SECTIONS) if s not in args.skip]
-    if not args.only:  # a full run: results of an earlier run must not mix into this one's report
-        for f in args.out.glob("*.json") if args.out.is_dir() else []:
-            f.unlink()
+    # A full run replaces the whole set of results, so that an earlier run's sections cannot mix into its report,
+    # but only once it has finished without a failed section: until then it writes into a staging folder.
+    args.out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".incoming-", dir=args.out)) if not args.only else args.out
     run = {"command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
            "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "load_before": load_average(), "busy_before": busy_processes(), "sections": list(sections),
@@ -416,18 +431,29 @@ def main(argv: list[str] | None = None) -> None:
         ts = time.perf_counter()
         try:
             data = RUNNERS[name](args)
-        except Exception as e:  # keep the other sections' results and still write the report
+        except Exception as e:  # keep the other sections' results
             log(f"section {name} failed: {type(e).__name__}: {e}")
             run["failed"][name] = f"{type(e).__name__}: {e}"
             continue
         data["seconds"] = time.perf_counter() - ts
         # folders as names only: the results are committed and read on other machines
         data["args"] = {k: (v.name if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        save(name, data, args.out)
+        save(name, data, stage)
     run.update(finished_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                seconds=time.perf_counter() - t0, load_after=load_average(), busy_after=busy_processes())
     log(f"load after: {run['load_after']}, {run['seconds']:.0f} s")
-    if args.only and (args.out / "run.json").exists():
+    failed = sorted(run["failed"])
+    if failed and not args.only:
+        save("run", run, stage)
+        log(f"sections {failed} failed: the results in {args.out} are unchanged; this run's are in {stage}")
+        return 1
+    if not args.only:
+        for name in (*SECTIONS, "run"):  # only this tool's own files: --out may be a folder that holds others
+            (args.out / f"{name}.json").unlink(missing_ok=True)
+        for f in stage.glob("*.json"):
+            f.replace(args.out / f.name)
+        stage.rmdir()
+    elif (args.out / "run.json").exists():
         # a partial rerun: keep the description of the full run and note what was redone
         full = json.loads((args.out / "run.json").read_text())
         full.setdefault("reruns", []).append(run)
@@ -435,7 +461,11 @@ def main(argv: list[str] | None = None) -> None:
     save("run", run, args.out)
     if not args.no_report:
         report.main(["--results", str(args.out)])
+    if failed:
+        log(f"sections {failed} failed; their earlier results in {args.out} are kept")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

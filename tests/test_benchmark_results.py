@@ -47,3 +47,37 @@ def test_busy_processes_measure_cpu_now_and_show_paused_jobs_as_stopped() -> Non
     finally:
         job.kill()
         job.wait()
+
+
+def test_a_failed_or_mistyped_run_keeps_the_earlier_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full run replaces the whole set of results only once every section ran; a bad option is refused before
+    anything is touched, and files in --out that are not the tool's own are never deleted."""
+    from benchmarks import run_all
+
+    out = tmp_path / "results"
+    out.mkdir()
+    for name in ("machine", "cifar", "run"):
+        (out / f"{name}.json").write_text(f'{{"old": "{name}"}}')
+    (out / "notes.json").write_text("{}")  # someone else's file
+
+    def ok(args):
+        return {"fresh": True}
+
+    def broken(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run_all, "machine_summary", lambda: "test machine")
+    monkeypatch.setattr(run_all, "RUNNERS", {"machine": ok, "cifar": broken})
+    monkeypatch.setattr(run_all, "SECTIONS", ("machine", "cifar"))
+    with pytest.raises(SystemExit):
+        run_all.main(["--out", str(out), "--threads", "0", "--no-report"])
+    assert run_all.main(["--out", str(out), "--no-report"]) == 1  # cifar failed: nothing replaced
+    assert {f.name: f.read_text() for f in out.glob("*.json")} == {
+        "machine.json": '{"old": "machine"}', "cifar.json": '{"old": "cifar"}', "run.json": '{"old": "run"}',
+        "notes.json": "{}"}
+    monkeypatch.setattr(run_all, "RUNNERS", {"machine": ok, "cifar": ok})
+    assert run_all.main(["--out", str(out), "--no-report"]) == 0
+    assert sorted(f.name for f in out.glob("*.json")) == ["cifar.json", "machine.json", "notes.json", "run.json"]
+    assert '"fresh": true' in (out / "cifar.json").read_text()
+    (kept,) = out.glob(".incoming-*")  # the failed run's results, left for a look; the finished run's moved in
+    assert sorted(f.name for f in kept.glob("*.json")) == ["machine.json", "run.json"]
