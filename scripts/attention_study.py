@@ -16,6 +16,8 @@ run of the sweep in ``--runs``, whichever process or session trained it (``--col
 nothing); per run the accuracy on every set with its 95% interval; per model its parameters, multiply-adds, mean and
 spread over seeds; and each model's difference to resnet20 and to se_resnet20, paired by seed, with a t-interval
 over seeds.
+A call that would drop finished runs the ``--out`` file already holds (another ``--runs`` folder, fewer seeds or
+models) is refused before it trains anything; ``--overwrite`` replaces the file anyway.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from seresnet.study import (
     run_or_load,
     spread,
     variant_name,
+    write_study,
 )
-from seresnet.train import atomic_write_json
 
 FAMILY = attention_family()  # name -> (registered model, overrides), e.g. "ge_resnet20+ge_extent=2"
 MODELS = list(FAMILY)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = recipe_from_args(args)
     sweep = [(seed, name) for seed in args.seeds for name in variants]
 
-    def write() -> None:
+    def write() -> int:
         runs = {}  # every finished run of the sweep, also those trained by another process or an earlier session
         for seed, name in sweep:
             model, overrides = variants[name]
@@ -116,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
                  "variants": {n: {"model": m, "overrides": o} for n, (m, o) in variants.items()},
                  "summary": summarise(runs, list(variants)),
                  "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        atomic_write_json(args.out, state)
+        write_study(args.out, state, args.overwrite)
+        return len(runs)
 
     try:
+        found = write()  # first what has finished: a file this call would shrink is refused before any training
         if args.collect:
-            write()
-            print(f"wrote {args.out}")
+            print(f"wrote {args.out}: {found} finished runs")
             return 0
         for seed, name in sweep:
             model, overrides = variants[name]

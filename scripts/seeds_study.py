@@ -11,6 +11,8 @@ continues with ``--resume``, so the sweep can be split across sessions. After ev
 are written to ``--out`` (default ``notebooks/results/seeds_study.json``): per run the accuracy on every set with its
 95% interval, and per set the mean SE-minus-plain difference over the seeds that both models finished, with a
 t-interval over seeds (the seed-to-seed spread, which a single pair of runs cannot show).
+A call that would drop finished runs the ``--out`` file already holds (another ``--runs`` folder, fewer seeds or
+models) is refused before it trains anything; ``--overwrite`` replaces the file anyway.
 """
 
 from __future__ import annotations
@@ -20,17 +22,19 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from seresnet import get_config
 from seresnet.study import (
     accuracies,
     add_recipe_arguments,
     evaluation_sets,
+    load_run,
     paired_over_seeds,
     recipe_from_args,
     run_key,
     run_or_load,
     spread,
+    write_study,
 )
-from seresnet.train import atomic_write_json
 
 
 def summarise(runs: dict[str, dict], models: list[str], seeds: list[int]) -> dict[str, dict]:
@@ -52,22 +56,38 @@ def main(argv: list[str] | None = None) -> int:
     add_recipe_arguments(p)
     args = p.parse_args(argv)
 
+    for model in args.models:  # before any training: a typo in the second name used to surface after the first run
+        try:
+            get_config(model)
+        except (KeyError, ValueError) as exc:
+            p.error(str(exc))
     recipe = recipe_from_args(args)
-    runs: dict[str, dict] = {}
-    for seed in args.seeds:
-        for model in args.models:
-            key = run_key(model, seed)
-            try:
-                runs[key] = run_or_load(model, seed, args.runs, recipe)
-            except (ValueError, OSError, FloatingPointError) as exc:
-                print(f"error: {key}: {exc}", file=sys.stderr)
-                return 2
-            state = {"format": "seresnet.seeds_study/1", "recipe": runs[key].pop("recipe"),
-                     "models": args.models, "seeds": args.seeds, "runs": runs,
-                     "summary": summarise(runs, args.models, args.seeds),
-                     "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            atomic_write_json(args.out, state)
-            print(f"{key}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in runs[key]["evaluations"].items()))
+    sweep = [(model, seed) for seed in args.seeds for model in args.models]
+
+    def write() -> None:
+        # every finished run of the sweep, also those trained by another process, so a rerun never drops any
+        runs = {run_key(m, s): r for m, s in sweep if (r := load_run(m, s, args.runs, recipe)) is not None}
+        recipes = [r.pop("recipe") for r in runs.values()]
+        state = {"format": "seresnet.seeds_study/1", "recipe": recipes[0] if recipes else recipe,
+                 "models": args.models, "seeds": args.seeds, "runs": runs,
+                 "summary": summarise(runs, args.models, args.seeds),
+                 "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_study(args.out, state, args.overwrite)
+
+    try:
+        write()  # first what has finished: a file this call would shrink is refused before any training
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for model, seed in sweep:
+        key = run_key(model, seed)
+        try:
+            run = run_or_load(model, seed, args.runs, recipe)
+            write()
+        except (ValueError, OSError, FloatingPointError) as exc:
+            print(f"error: {key}: {exc}", file=sys.stderr)
+            return 2
+        print(f"{key}: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in run["evaluations"].items()))
     return 0
 
 

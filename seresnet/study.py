@@ -81,12 +81,37 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-data", action="append", default=[], metavar="NAME=PATH")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out lose finished runs it holds (another --runs, --seeds or --models); without it "
+                        "such a write is refused")
 
 
 def recipe_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The :class:`seresnet.train.TrainConfig` fields of the recipe given by :func:`add_recipe_arguments`."""
     return dict(epochs=args.epochs, val_split=args.val_split, batch_size=args.batch_size,
                 test_data=tuple(args.test_data), data=args.data, threads=args.threads, compile=args.compile)
+
+
+def write_study(path: Path, state: dict[str, Any], overwrite: bool = False) -> None:
+    """Write a study JSON atomically, unless ``path`` already holds finished runs that ``state`` lacks: hours of
+    training must not vanish because a call looked in another run folder or asked for fewer seeds or models. A
+    ``ValueError`` names them; ``overwrite=True`` replaces the file anyway."""
+    from .train import atomic_write_json
+
+    path = Path(path)
+    if path.is_file() and not overwrite:
+        try:
+            held = json.loads(path.read_text()).get("runs", {})
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise ValueError(f"{path} exists and is not a study JSON ({exc}); pass --overwrite to replace it or "
+                             f"choose another --out") from exc
+        lost = sorted(set(held) - set(state.get("runs", {})))
+        if lost:
+            named = ", ".join(lost[:4]) + (", ..." if len(lost) > 4 else "")
+            raise ValueError(f"{path} holds {len(lost)} finished run(s) that this call would drop ({named}): another "
+                             f"--runs folder, fewer --seeds or --models, or another recipe? Pass --overwrite to "
+                             f"replace the file, or choose another --out")
+    atomic_write_json(path, state)
 
 
 def run_key(model: str, seed: int) -> str:

@@ -147,15 +147,20 @@ def test_median_half_widths_say_what_a_table_resolves() -> None:
     assert median_half_widths([{"ci95": None}]) == {"intervals": 0, "ci95": None, "ci_all": None}
 
 
-def test_collect_writes_every_finished_run_and_refuses_another_recipe(study, tiny_folder: Path,
-                                                                      tmp_path: Path) -> None:
+def test_collect_writes_every_finished_run_and_refuses_another_recipe(study, tiny_folder: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
     """Runs finished by another process (here: seed 1 trained alone) all reach the stored file; --collect trains
     nothing and leaves unfinished runs out; a run folder of another recipe is refused, not mixed in."""
     out, runs = tmp_path / "family.json", tmp_path / "runs"
     common = ["--data", str(tiny_folder), "--runs", str(runs), "--out", str(out), "--epochs", "1",
               "--val-split", "20", "--threads", "1", "--batch-size", "32"]
     assert study.main([*common, "--models", "resnet20", "se_resnet20", "--seeds", "1"]) == 0
-    assert study.main([*common, "--models", "resnet20", "se_resnet20", "--seeds", "0"]) == 0
+    # seed 0 alone would drop seed 1's finished runs from --out: refused before training anything
+    assert study.main([*common, "--models", "resnet20", "se_resnet20", "--seeds", "0"]) == 2
+    assert "would drop (resnet20-s1, se_resnet20-s1)" in capsys.readouterr().err
+    assert not (runs / "resnet20-s0").exists()
+    assert sorted(json.loads(out.read_text())["runs"]) == ["resnet20-s1", "se_resnet20-s1"]
+    assert study.main([*common, "--models", "resnet20", "se_resnet20", "--seeds", "0", "--overwrite"]) == 0
     assert sorted(json.loads(out.read_text())["runs"]) == ["resnet20-s0", "se_resnet20-s0"]
     assert study.main([*common, "--models", "resnet20", "se_resnet20", "eca_resnet20", "--seeds", "0", "1",
                        "--collect"]) == 0

@@ -43,3 +43,11 @@ def test_sweep_is_idempotent(study, tiny_folder: Path, tmp_path: Path, monkeypat
     monkeypatch.setattr("seresnet.train.train", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert study.main(args) == 0
     assert json.loads(out.read_text())["runs"] == first["runs"]
+    # fewer seeds would shrink the stored study: refused, the file kept; a misspelt model is refused before training
+    common = ["--data", str(tiny_folder), "--runs", str(tmp_path / "runs"), "--out", str(out), "--epochs", "1",
+              "--val-split", "20", "--threads", "1", "--batch-size", "32"]
+    assert study.main([*common, "--seeds", "0"]) == 2
+    assert json.loads(out.read_text())["runs"] == first["runs"]
+    with pytest.raises(SystemExit):
+        study.main([*common, "--seeds", "5", "--models", "se_resnet20", "resnet_20"])
+    assert not (tmp_path / "runs" / "se_resnet20-s5").exists()
