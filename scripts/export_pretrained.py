@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from seresnet.data import CIFAR10_CLASSES, load_cifar10, load_eval_set, stratified_split
 from seresnet.evaluate import evaluate
 from seresnet.gate_history import epoch_weights, record_gate_history
-from seresnet.model import SEResNet, SEResNetConfig
+from seresnet.model import SEResNet, SEResNetConfig, list_models
 from seresnet.pretrained import PRETRAINED_DIR, load_into
 from seresnet.train import atomic_write_bytes, atomic_write_json, load_checkpoint, parse_test_data, sha256_file
 
@@ -94,25 +94,34 @@ def test_sets(test_data: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tenso
     return sets
 
 
-def reevaluate(name: str, test_data: list[str]) -> None:
-    """Measure a shipped checkpoint again on the given test sets and rewrite the evaluations of its metadata (and
-    any folder of this machine in its recipe); the weights stay as they are."""
+def reevaluate(name: str, test_data: list[str], out_dir: Path = PRETRAINED_DIR) -> None:
+    """Measure a shipped checkpoint again on the given test sets and write its metadata with those evaluations
+    replaced (the others, such as the validation split, kept) to ``out_dir/<name>.json``, with the weights beside it
+    when ``out_dir`` is not the package's folder; the weights stay as they are."""
+    import shutil
+
     from seresnet.pretrained import load_pretrained, pretrained_metadata
     from seresnet.train import describe_path
 
     meta = pretrained_metadata(name)
     model = load_pretrained(name)  # checks the weights' SHA-256
-    meta["evaluations"] = measure(model, test_sets(test_data), name)
+    meta["evaluations"] = {**meta.get("evaluations", {}), **measure(model, test_sets(test_data), name)}
     for key in ("test_accuracy", "test_loss", "test_accuracy_flip_tta", "per_class_accuracy", "evaluated_on"):
         meta.pop(key, None)  # superseded by the named evaluations
     meta["command"] = meta.get("command", "").replace(f"--out {meta['recipe'].get('out')}", "--out <run folder>")
     meta["recipe"]["data"] = describe_path(meta["recipe"].get("data"))
     meta["recipe"]["out"] = None
     meta["reevaluated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    atomic_write_json(PRETRAINED_DIR / f"{name}.json", meta)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.resolve() != PRETRAINED_DIR.resolve():  # a loadable copy: load_model(out_dir / f"{name}.safetensors")
+        for extra in (f"{name}.safetensors", meta.get("gate_history", {}).get("file")):
+            if extra:
+                shutil.copyfile(PRETRAINED_DIR / extra, out_dir / extra)
+    atomic_write_json(out_dir / f"{name}.json", meta)
+    print(f"wrote {out_dir / f'{name}.json'}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, nargs="?", help="run directory with checkpoint.pt")
     p.add_argument("--name", required=True, help="name to ship it under, e.g. se_resnet20")
@@ -122,16 +131,35 @@ def main() -> None:
                    help="no run: measure the shipped checkpoint NAME again on the test sets, weights unchanged")
     p.add_argument("--out-dir", type=Path, default=PRETRAINED_DIR, help="where to write (default: the package)")
     p.add_argument("--note", default="", help="free text added to the metadata")
-    args = p.parse_args()
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint of this name in --out-dir")
+    args = p.parse_args(argv)
     if args.reevaluate:
-        reevaluate(args.name, args.test_data)
-        return
+        if not args.test_data:
+            p.error("--reevaluate needs at least one --test-data NAME=PATH to measure")
+        try:
+            reevaluate(args.name, args.test_data, args.out_dir)
+        except (KeyError, ValueError, OSError) as exc:
+            p.exit(2, f"error: {exc}\n")
+        return 0
     if args.run is None or args.data is None:
         p.error("exporting a run needs RUN and --data")
+    if not (args.run / "metadata.json").is_file():
+        p.error(f"{args.run} is not a finished training run (no metadata.json); expected the --out folder of "
+                f"python -m seresnet.train")
+    out = args.out_dir / f"{args.name}.safetensors"
+    if not args.overwrite and (out.exists() or out.with_suffix(".json").exists()):
+        p.error(f"{out.with_suffix('.*')} exists (a shipped checkpoint?); pass --overwrite to replace it or choose "
+                f"another --name or --out-dir")
 
-    ckpt = load_checkpoint(args.run / "checkpoint.pt")
-    run_meta = json.loads((args.run / "metadata.json").read_text())  # written by the run when it finished
+    try:
+        ckpt = load_checkpoint(args.run / "checkpoint.pt")
+        run_meta = json.loads((args.run / "metadata.json").read_text())  # written by the run when it finished
+    except (OSError, ValueError) as exc:
+        p.exit(2, f"error: {exc}\n")
     recipe = run_meta["recipe"]
+    if args.name in list_models() and args.name != recipe["model"]:
+        p.error(f"--name {args.name!r} is a registered model, but this run trained {recipe['model']!r}: "
+                f"create_model({args.name!r}, pretrained=True) would get the wrong network")
     if int(ckpt["epoch"]) != recipe["epochs"]:
         raise SystemExit(f"{args.run} stopped at epoch {ckpt['epoch']} of {recipe['epochs']}: not a finished run")
     config = SEResNetConfig.from_dict(ckpt["model_config"])
@@ -153,7 +181,6 @@ def main() -> None:
     flags = " --compile" if recipe.get("compile") else ""
     flags += f" --val-split {recipe['val_split']}" if recipe["val_split"] else ""
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out_dir / f"{args.name}.safetensors"
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(out, lambda path: save_file(weights, str(path)))
     meta = {
@@ -187,7 +214,8 @@ def main() -> None:
     atomic_write_json(out.with_suffix(".json"), meta)
     print(f"{args.name}: {meta['epochs']} epochs, 90% validation accuracy at epoch "
           f"{meta['epoch_reaching_90_percent']} -> {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -211,3 +211,43 @@ def test_shipped_gate_history_loads_checked_and_matches_the_training(tmp_path: P
     monkeypatch.setattr(pretrained, "PRETRAINED_DIR", tmp_path)
     with pytest.raises(ValueError, match="does not match the SHA-256"):
         pretrained_gate_history("se_resnet20")
+
+
+def test_export_script_never_replaces_a_checkpoint_by_accident(tiny_folder: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """--reevaluate merges its new evaluations into the old ones and obeys --out-dir (the package's files stay as
+    they are); an export refuses an existing name, a registered name of another network, and a folder that is not a
+    finished run."""
+    from conftest import load_script
+    from test_train import tiny_cfg
+
+    from seresnet.train import train
+
+    script = load_script("export_pretrained")
+    shipped = {p.name: p.read_bytes() for p in pretrained.PRETRAINED_DIR.glob("se_resnet20*")}
+    with pytest.raises(SystemExit):
+        script.main(["--reevaluate", "--name", "se_resnet20"])  # nothing to measure
+    out_dir = tmp_path / "reevaluated"
+    assert script.main(["--reevaluate", "--name", "se_resnet20", "--out-dir", str(out_dir),
+                        "--test-data", f"tiny={tiny_folder / 'test'}"]) == 0
+    meta = json.loads((out_dir / "se_resnet20.json").read_text())
+    old = pretrained_metadata("se_resnet20")["evaluations"]
+    assert set(meta["evaluations"]) == {*old, "tiny"} and meta["evaluations"]["val"] == old["val"]
+    assert meta["evaluations"]["tiny"]["images"] == 120
+    assert load_model(out_dir / "se_resnet20.safetensors").config == create_model("se_resnet20").config
+    assert {p.name: p.read_bytes() for p in pretrained.PRETRAINED_DIR.glob("se_resnet20*")} == shipped
+
+    run = tmp_path / "run"
+    train(tiny_cfg(tiny_folder, run, epochs=1), progress=False)  # an se_resnet20 run
+    common = [str(run), "--data", str(tiny_folder), "--out-dir", str(out_dir)]
+    for argv, message in ((["--name", "se_resnet20"], "exists"),
+                          (["--name", "resnet20"], "is a registered model, but this run trained 'se_resnet20'"),
+                          ):
+        with pytest.raises(SystemExit):
+            script.main([*common, *argv])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path / "nope"), "--name", "x", "--data", str(tiny_folder), "--out-dir", str(out_dir)])
+    assert "not a finished training run" in capsys.readouterr().err
+    assert script.main([*common, "--name", "se_resnet20", "--overwrite"]) == 0
+    assert json.loads((out_dir / "se_resnet20.json").read_text())["epochs"] == 1
