@@ -147,6 +147,19 @@ def load_run(model: str, seed: int, runs_dir: Path, recipe: dict[str, Any] | Non
         if recipe is not None and key in recipe and meta["recipe"].get(key) != recipe[key]:
             raise ValueError(f"{folder} was trained with {key}={meta['recipe'].get(key)!r}, this study asks for "
                              f"{key}={recipe[key]!r}: use another --runs folder or the same recipe")
+    if recipe is not None and recipe.get("data") is not None and meta["recipe"].get("data") is not None:
+        # the data folder's name (its location differs between machines): another data set is another study
+        theirs, ours = Path(meta["recipe"]["data"]).name, Path(recipe["data"]).expanduser().resolve().name
+        if theirs != ours:
+            raise ValueError(f"{folder} was trained on {theirs!r}, this study asks for {ours!r}: use another "
+                             f"--runs folder or the same data")
+    if recipe is not None and recipe.get("test_data"):
+        from .train import parse_test_data
+
+        missing = sorted(set(parse_test_data(recipe["test_data"])) - set(meta["evaluations"]))
+        if missing:
+            raise ValueError(f"{folder} was not measured on {missing} (it has {sorted(meta['evaluations'])}): use "
+                             f"another --runs folder or leave those --test-data out")
     return {"model": model, "overrides": overrides, "seed": seed, "evaluations": meta["evaluations"],
             "wall_time_s": meta["wall_time_s"], "machine": meta["machine"],
             "recipe": {k: v for k, v in meta["recipe"].items() if k not in ("model", "overrides", "seed", "out")}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -32,7 +33,8 @@ def test_summary_pairs_runs_by_seed(study) -> None:
     assert single["ci95"] is None  # undefined from one pair, not zero
 
 
-def test_sweep_is_idempotent(study, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sweep_is_idempotent(study, tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "study.json"
     args = ["--data", str(tiny_folder), "--runs", str(tmp_path / "runs"), "--out", str(out), "--seeds", "0", "1",
             "--epochs", "1", "--val-split", "20", "--threads", "1", "--batch-size", "32"]
@@ -51,3 +53,12 @@ def test_sweep_is_idempotent(study, tiny_folder: Path, tmp_path: Path, monkeypat
     with pytest.raises(SystemExit):
         study.main([*common, "--seeds", "5", "--models", "se_resnet20", "resnet_20"])
     assert not (tmp_path / "runs" / "se_resnet20-s5").exists()
+    # finished runs of another data set, or not measured on a test set asked for, are refused rather than reused
+    other = tmp_path / "other-data"
+    shutil.copytree(tiny_folder, other)
+    elsewhere = [*common[:1], str(other), *common[2:5], str(tmp_path / "o.json"), *common[6:]]
+    assert study.main([*elsewhere, "--seeds", "0", "1"]) == 2
+    assert "was trained on 'cifar', this study asks for 'other-data'" in capsys.readouterr().err
+    assert study.main([*common[:5], str(tmp_path / "o.json"), *common[6:], "--seeds", "0", "1",
+                       "--test-data", f"extra={tiny_folder / 'test'}"]) == 2
+    assert "was not measured on ['extra']" in capsys.readouterr().err
