@@ -6,8 +6,10 @@
 repeat with another seed in notebooks/results/jpeg_sensitivity_seed1.json was made with
 ``--seed 1 --qualities 50 --no-gray --out notebooks/results/jpeg_sensitivity_seed1.json``.
 
-The shipped checkpoints were trained and tested on a JPEG (quality 75, 4:2:0 chroma) copy of CIFAR-10, and we have
-no lossless copy to compare with. What can be measured here is the slope: the same recipe, same seed, on the copy
+This script dates from when the shipped checkpoints were trained and tested on a JPEG (quality 75, 4:2:0 chroma)
+copy of CIFAR-10 and no lossless copy was at hand; they are now trained on the lossless images (see the README), and
+the JPEG copy serves as a test set. It needs a data root with both splits, such as that JPEG copy. What it measures
+is the slope: the same recipe, same seed, on the copy
 as it is and on copies whose train *and* test images are degraded further, each in one way that the lossless ->
 copy step also contains:
 
@@ -88,11 +90,16 @@ def main() -> None:
     if args.out.exists() and not args.overwrite:  # the first finished variant would replace the stored sweep
         p.error(f"{args.out} already exists; pass --overwrite to replace it, or choose another --out")
     try:
-        TrainConfig(model=args.model, epochs=args.epochs, seed=args.seed).validate()  # bad model or epochs: fail now
+        # a bad model, epochs or threads fails now, not after the data are decoded
+        TrainConfig(model=args.model, epochs=args.epochs, seed=args.seed, threads=args.threads).validate()
         x_train, y_train = load_cifar10("train", args.data)
-        x_test, y_test = load_cifar10("test", args.data)
     except (FileNotFoundError, ValueError) as exc:
         p.error(str(exc))
+    try:
+        x_test, y_test = load_cifar10("test", args.data)
+    except (FileNotFoundError, ValueError) as exc:
+        p.error(f"this script trains and tests on degraded copies of one data root, so it needs a test split beside "
+                f"the training images (the JPEG copy has both): {exc}")
     results: dict[str, object] = {
         "what": "same recipe and seed on the CIFAR-10 copy as it is and on further-degraded copies (train and test)",
         "data": str(args.data), "model": args.model, "epochs": args.epochs, "seed": args.seed, "variants": {},

@@ -139,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"make only this figure (file name with or without .png); one of {sorted(FIGURES)}")
     p.add_argument("--dpi", type=int, default=100)
     args = p.parse_args(argv)
+    if args.dpi < 10:
+        p.error(f"--dpi must be at least 10, got {args.dpi}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        p.error(f"--out {args.out} is a file; expected a folder for the PNG files")
     wanted = [n if n.endswith(".png") else f"{n}.png" for n in args.only] or list(FIGURES)
     unknown = [n for n in wanted if n not in FIGURES]
     if unknown:

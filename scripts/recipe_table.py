@@ -45,13 +45,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", metavar="NAME=FOLDER")
     p.add_argument("--data", required=True, help="training data root (the validation split is carved from it)")
     p.add_argument("--out", type=Path, default=Path("notebooks/results/recipes.json"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
+    runs = {}
+    for item in args.runs:
+        name, _, folder = item.rpartition("=")  # names may hold "=", folders rarely do
+        if not name.strip():
+            p.error(f"{item!r}: expected NAME=FOLDER, a name for the table's row and a finished run's folder")
+        if not (Path(folder) / "metadata.json").is_file():
+            p.error(f"{folder} is not a finished training run (no metadata.json)")
+        runs[name] = folder
+    if args.out.exists() and not args.overwrite:  # the table holds only the runs named in this call
+        p.error(f"{args.out} already exists; pass --overwrite to replace it with these {len(runs)} runs, or choose "
+                f"another --out")
 
     x, y = load_cifar10("train", args.data)
     cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     rows = []
-    for item in args.runs:
-        name, _, folder = item.rpartition("=")  # names may hold "=", folders rarely do
+    for name, folder in runs.items():
         meta = json.loads((Path(folder) / "metadata.json").read_text())
         recipe = meta["recipe"]
         n_val = recipe["val_split"]

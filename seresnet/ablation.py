@@ -889,12 +889,18 @@ def main(argv: list[str] | None = None) -> int:
         for v in ABLATIONS:
             print(f"{v.name:<24} {v.model:<12} {v.overrides}")
         return 0
+    if 0 < args.train_limit < 128:  # checked now, not after the data are decoded
+        p.error(f"--train-limit must be 0 (all) or at least 128, the batch size of these runs; got {args.train_limit}")
     try:
         state = run_ablations(get_variants(args.variants), args.epochs, args.train_limit or None,
                               args.test_limit or None, args.seed, args.out, data=args.data, threads=args.threads,
                               resume=args.resume, overwrite=args.overwrite, progress=True)
     except (ValueError, OSError) as exc:  # OSError: missing data, an existing --out, an unwritable folder
         print(f"error: {exc}", file=sys.stderr)
+        if "no test_batch" in str(exc):
+            print("these quick runs test on the data root's test split: use one that has it (such as the JPEG copy), "
+                  "or, for the lossless batches, scripts/attention_study.py --ablations, which validates on held-out "
+                  "training images", file=sys.stderr)
         return 2
     print(format_table(ablation_table(state)))
     return 0

@@ -35,7 +35,11 @@ _TCPStore = dist.TCPStore
 
 def _loopback_address(host: str, port: int) -> tuple[socket.AddressFamily, str]:
     """The first address ``host`` resolves to, which must be a loopback address."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot resolve the rendezvous host {host!r} ({exc}); seresnet.launch serves only this "
+                         "machine: use 127.0.0.1 or localhost") from exc
     for family, _, _, _, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6) and ipaddress.ip_address(sockaddr[0]).is_loopback:
             return family, sockaddr[0]
