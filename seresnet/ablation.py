@@ -347,7 +347,7 @@ def run_ablations(
     name, study, setting, model, overrides, params, macs, test_acc, test_images, epochs, train_images, seconds,
     machine, date, history.
     """
-    from .data import load_cifar10, subset
+    from .data import default_data_root, load_cifar10, subset
     from .evaluate import evaluate
     from .model import count_macs, count_params
 
@@ -361,6 +361,8 @@ def run_ablations(
         warmup_epochs = min(2.0, epochs / 4)
     monitor_limit = min(1000, test_limit) if test_limit else 1000
     budget = _budget(epochs, train_limit, test_limit, seed, batch_size, lr, warmup_epochs, monitor_limit)
+    # which data: a partial sweep on other data is not resumed, and the results say what they were trained on
+    budget["data"] = _train.describe_path(data if data is not None else default_data_root())
     configs = {v.name: _train.TrainConfig(
         model=v.model, overrides=dict(v.overrides), epochs=epochs, batch_size=batch_size, lr=lr,
         warmup_epochs=warmup_epochs, seed=seed + v.seed_offset, data=None if data is None else str(data), out=None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -49,6 +50,7 @@ def test_tiny_run_writes_well_formed_results(tmp_path, data_root):
     assert on_disk["format"] == "seresnet.ablations/1"
     assert on_disk["budget"]["epochs"] == 1 and on_disk["budget"]["train_limit"] == 128
     assert on_disk["budget"]["seed"] == 0 and on_disk["finished"]
+    assert on_disk["budget"]["data"].endswith(Path(data_root).name)  # what it was trained on, without local folders
     loaded = ablation.load_ablation_results(out)
     assert len(loaded["results"]) == 1
     rec = loaded["results"][0]
@@ -95,6 +97,12 @@ def test_failed_sweep_keeps_previous_results_and_resumes(tmp_path, data_root, mo
     assert [r["name"] for r in state["results"]] == ["no SE (resnet20)", "r=8"]
     assert [r["name"] for r in ablation.load_ablation_results(out)["results"]] == ["no SE (resnet20)", "r=8"]
     assert not (tmp_path / "results.json.partial").exists()
+    # a partial sweep on other data is not picked up
+    (tmp_path / "results.json.partial").write_text(json.dumps({**partial, "budget": {**state["budget"],
+                                                                                       "data": "elsewhere/cifar"}}))
+    calls.clear()
+    _tiny(variants[:1], out, data_root, overwrite=True)
+    assert calls == ["resnet20"]
 
 
 def test_existing_results_are_refused_without_overwrite(tmp_path, data_root, monkeypatch, capsys):
