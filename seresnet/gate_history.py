@@ -122,6 +122,7 @@ def _epoch_stats(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, n
         total = s.var(0, correction=0)  # (C,)
         between = ((class_mean - s.mean(0)) ** 2 * (counts / counts.sum())[:, None]).sum(0)
         total_sum = float(total.sum())
+        class_mean[counts == 0] = float("nan")  # a class absent from the probe has no mean, not a mean of 0
         out[b] = {
             "class_mean": class_mean.float(),
             "spread": total.sqrt().float(),

@@ -410,7 +410,8 @@ def plot_gate_history(history: Any, epoch: int | None = None, block: str | None 
     x = np.arange(means.shape[1])
     for k in classes:
         ax_prof.plot(x, means[k], lw=1.1, color=f"C{k % 10}", label=names[k])
-    ax_prof.plot(x, means.mean(0), lw=1.6, ls="--", color=ALL_COLOR, label="all classes")
+    present = np.isfinite(means).all(1)  # classes with probe images (an absent class has NaN means)
+    ax_prof.plot(x, means[present].mean(0), lw=1.6, ls="--", color=ALL_COLOR, label="all classes")
     ax_prof.set_title(f"{block} at epoch {epoch}: mean excitation per channel")
     ax_prof.set_xlabel("channel index")
     ax_prof.set_ylabel("mean excitation s")

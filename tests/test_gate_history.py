@@ -104,3 +104,19 @@ def test_plot_and_explorer_show_the_recorded_numbers(probe) -> None:
     dead_map = ax_dead.get_images()[0].get_array()
     assert dead_map[0, 1] == 1.0 and dead_map[0, 0] == 0.0
     assert w.state["dead"]["SE_2_1"] == 0 and w.image.value[:4] == b"\x89PNG"
+
+
+def test_a_class_missing_from_the_probe_has_no_mean_and_the_all_classes_line_ignores_it(probe) -> None:
+    import numpy as np
+
+    from seresnet.plots import plot_gate_history
+
+    images, labels = probe
+    keep = labels < 3  # classes 0-2 only
+    history = record_gate_history(create_model("se_resnet20"), _two_epochs(), images[keep], labels[keep])
+    means = history["SE_4_3"]["class_mean"][1]
+    assert torch.isnan(means[3:]).all() and torch.isfinite(means[:3]).all()  # undefined, not 0
+    assert math.isfinite(float(history["SE_4_3"]["specificity"][1]))
+    fig = plot_gate_history(history, block="SE_4_3", classes=[0, 1, 2])
+    (everything,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "all classes"]
+    np.testing.assert_allclose(everything.get_ydata(), means[:3].mean(0).numpy(), rtol=1e-6)
