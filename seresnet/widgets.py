@@ -32,6 +32,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from .attention import ChannelAdd
 from .hooks import Constant, ExcitationStats, Replace, Scale, capture, resolve_blocks, steer
 from .plots import ALL_COLOR, plot_class_probabilities
 
@@ -61,6 +62,38 @@ def _check_images(images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]
         raise ValueError(f"labels must be integers of shape ({images.shape[0]},), got {labels.dtype} "
                          f"{tuple(labels.shape)}")
     return images, labels.long()
+
+
+def _check_labels(labels: torch.Tensor, class_names: Sequence[str]) -> None:
+    """Labels index ``class_names``: -1 would silently name the last class, 10 of 10 fail deep in a plot."""
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
+        raise ValueError(f"labels must be class indices 0..{len(class_names) - 1} (one per entry of class_names), "
+                         f"got values from {int(labels.min())} to {int(labels.max())}")
+
+
+def _check_index(what: str, value: Any, size: int) -> int:
+    """``value`` as an index into ``size`` things, or a ValueError naming the range (a slider would clamp it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < size:
+        raise ValueError(f"{what} must be an integer in 0..{size - 1}, got {value!r}")
+    return int(value)
+
+
+EDIT_MODES = ("scale", "set")
+FACTOR_RANGE = (0.0, 3.0)  # the factor slider's range
+
+
+def _check_edit(blocks: Any, block: Any, channel: Any, factor: Any, mode: Any) -> None:
+    """An edit the steering explorer can show: a known block, one of its channels, a factor on the slider's range
+    and a mode of ``EDIT_MODES`` (ipywidgets would clamp the numbers or fail with a TraitError)."""
+    if block not in blocks:
+        raise ValueError(f"unknown block {block!r}; blocks: {', '.join(blocks)}")
+    _check_index(f"channel of {block}", channel, blocks[block].channels)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float, np.floating, np.integer)) \
+            or not FACTOR_RANGE[0] <= factor <= FACTOR_RANGE[1]:
+        raise ValueError(f"factor must be a number in {FACTOR_RANGE[0]:g}..{FACTOR_RANGE[1]:g} (the slider's range), "
+                         f"got {factor!r}")
+    if mode not in EDIT_MODES:
+        raise ValueError(f"mode must be one of {EDIT_MODES}, got {mode!r}")
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -319,7 +352,11 @@ class SteeringExplorer(Explorer):
         self.model = model
         self.images, self.labels = images, labels
         self.class_names = [str(n) for n in class_names]
+        _check_labels(labels, self.class_names)
         self.blocks = resolve_blocks(model, None)
+        names = list(self.blocks)
+        block = block or names[0]
+        _check_edit(self.blocks, block, 0, factor, "scale")  # before the first sweep
         # channels_last input: the CPU convolutions of every sweep run about 20% faster (benchmarks/bench_widgets.py);
         # all sweeps, the unedited one included, use the same layout, so an edit is the only difference between them
         self._x = (normalize or _default_normalize())(images).contiguous(memory_format=torch.channels_last)
@@ -333,17 +370,14 @@ class SteeringExplorer(Explorer):
                              f"{self.original_probs.shape[1]} outputs")
         self.original_predictions = self.original_probs.argmax(1)
 
-        names = list(self.blocks)
-        block = block or names[0]
-        if block not in self.blocks:
-            raise ValueError(f"unknown block {block!r}; blocks: {', '.join(names)}")
         controls = {
             "block": widgets.Dropdown(options=names, value=block, description="SE block"),
             "channel": widgets.IntSlider(min=0, max=self.blocks[block].channels - 1, value=0, description="channel",
                                          continuous_update=False),
-            "factor": widgets.FloatSlider(min=0.0, max=3.0, step=0.05, value=factor, description="factor",
+            "factor": widgets.FloatSlider(min=FACTOR_RANGE[0], max=FACTOR_RANGE[1], step=0.05, value=factor,
+                                          description="factor",
                                           continuous_update=False, readout_format=".2f"),
-            "mode": widgets.ToggleButtons(options=["scale", "set"], value="scale", description="mode",
+            "mode": widgets.ToggleButtons(options=list(EDIT_MODES), value="scale", description="mode",
                                           tooltips=["s_c <- factor * s_c", "s_c <- factor"]),
             # the images' own numbers (e.g. their index in the whole sample), so text and widget agree
             "image": widgets.SelectionSlider(options=ids, value=ids[0], description="image"),
@@ -485,6 +519,8 @@ class SteeringExplorer(Explorer):
         channel, each from the block's residual unit on."""
         if block not in self.blocks:
             raise ValueError(f"unknown block {block!r}; blocks: {', '.join(self.blocks)}")
+        if mode not in EDIT_MODES:  # anything but "scale" used to run "set"
+            raise ValueError(f"mode must be one of {EDIT_MODES}, got {mode!r}")
         width = self.blocks[block].channels
         candidates = range(width) if channels is None else [int(c) for c in channels]
         if any(not 0 <= c < width for c in candidates):
@@ -497,6 +533,7 @@ class SteeringExplorer(Explorer):
 
     def show_edit(self, block: str, channel: int, factor: float, mode: str = "scale") -> None:
         """Set the controls to an edit (one redraw)."""
+        _check_edit(self.blocks, block, channel, factor, mode)
         self._busy = True
         try:
             self.controls["block"].value = block
@@ -520,7 +557,9 @@ class SteeringExplorer(Explorer):
         probs, s_edit = self._steered(key)
         u, s_orig = self._block_features(block)
         before = u[i, channel]
-        after = before * s_edit[i, channel]
+        # how the module applies its gate: SE and most multiply U by s; GC adds its context vector to U
+        additive = isinstance(self.model.se_blocks()[block].scale, ChannelAdd)
+        after = before + s_edit[i, channel] if additive else before * s_edit[i, channel]
         preds = probs.argmax(1)
         changed = np.flatnonzero(preds != self.original_predictions)
 
@@ -536,7 +575,8 @@ class SteeringExplorer(Explorer):
         ax["before"].set_title(f"{block} channel {channel}\nbefore: U (s = {s0:.2f})",
                                fontsize="medium")
         op = "x" if mode == "scale" else "="
-        ax["after"].set_title(f"after: s * U\n(s {op} {factor:.2f} -> {s1:.2f})", fontsize="medium")
+        ax["after"].set_title(f"after: {'U + s' if additive else 's * U'}\n(s {op} {factor:.2f} -> {s1:.2f})",
+                              fontsize="medium")
         self._img_artist.set_data(_to_display(self.images[i]))
         label, p0, p1 = int(self.labels[i]), int(self.original_predictions[i]), int(preds[i])
         ax["image"].set_title(f"image #{image_id} ({self.class_names[label]})\noriginal: {self.class_names[p0]}\n"
@@ -677,32 +717,26 @@ class ChannelExplorer(Explorer):
 
     def __init__(self, model: nn.Module, images: Any, labels: Any, class_names: Sequence[str], k: int = 8,
                  dpi: int = 72, block: str | None = None, channel: int = 0, cls: int = 0) -> None:
-        from . import channels
-        from .data import TensorBatches
-        from .hooks import excitation_stats
-
         images, labels = _check_images(images, labels)
         names = [str(n) for n in class_names]
+        _check_labels(labels, names)
         self.images, self.labels, self.class_names = images, labels, names
-        # Everything the views need, computed once: top images, class means, attribution, each channel's map on its
-        # top image. A change of block, channel or class only redraws.
-        self.examples = channels.channel_examples(model, images, None, k=k)
-        blocks = list(self.examples)
-        self.stats = excitation_stats(model, TensorBatches(images, labels, 250), num_classes=len(names))
-        self.attribution = channels.gate_attribution_all(model, images, labels, num_classes=len(names))
-        self.maps: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        with torch.no_grad():
-            for b in blocks:
-                top1 = self.examples[b].top_s[:, 0]
-                uniq = top1.unique()
-                with capture(model, b, features=True) as cap:
-                    model(_default_normalize()(images[uniq]))
-                row = {int(i): r for r, i in enumerate(uniq.tolist())}
-                where = torch.tensor([row[int(i)] for i in top1])
-                chans = torch.arange(len(top1))
-                self.maps[b] = (cap.inputs[b][where, chans], channels.per_channel(cap.excitation[b])[where, chans])
+        # Checked before the four sweeps below: a slider or dropdown would clamp a bad value or fail with a TraitError
+        se_blocks = resolve_blocks(model, None)
+        block = block or list(se_blocks)[-2 if len(se_blocks) > 1 else 0]
+        if block not in se_blocks:
+            raise ValueError(f"unknown block {block!r}; blocks: {', '.join(se_blocks)}")
+        _check_index(f"channel of {block}", channel, se_blocks[block].channels)
+        _check_index("cls", cls, len(names))
+        was_training = model.training
+        model.eval()
+        try:
+            self._precompute(model, images, labels, len(names), k)
+        finally:
+            model.train(was_training)  # as the other explorers: the caller's model keeps its mode
         self.model_runs = 4
-        block = block or blocks[-2 if len(blocks) > 1 else 0]
+        blocks = list(self.examples)
+
         controls = {
             "block": widgets.Dropdown(options=blocks, value=block, description="SE block"),
             "channel": widgets.IntSlider(min=0, max=self.examples[block].top_s.shape[0] - 1, value=channel,
@@ -756,6 +790,29 @@ class ChannelExplorer(Explorer):
         self._ax_attr.set_title("gradient x excitation on the true logit, per class", fontsize="medium")
         self._mean_title = self._ax_mean.set_title("", fontsize="medium")
 
+    def _precompute(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                    k: int) -> None:
+        """Everything the views need, computed once: top images, class means, attribution, each channel's map on
+        its top image. A change of block, channel or class only redraws."""
+        from . import channels
+        from .data import TensorBatches
+        from .hooks import excitation_stats
+
+        self.examples = channels.channel_examples(model, images, None, k=k)
+        self.stats = excitation_stats(model, TensorBatches(images, labels, 250), num_classes=num_classes)
+        self.attribution = channels.gate_attribution_all(model, images, labels, num_classes=num_classes)
+        self.maps: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.no_grad():
+            for b in self.examples:
+                top1 = self.examples[b].top_s[:, 0]
+                uniq = top1.unique()
+                with capture(model, b, features=True) as cap:
+                    model(_default_normalize()(images[uniq]))
+                row = {int(i): r for r, i in enumerate(uniq.tolist())}
+                where = torch.tensor([row[int(i)] for i in top1])
+                chans = torch.arange(len(top1))
+                self.maps[b] = (cap.inputs[b][where, chans], channels.per_channel(cap.excitation[b])[where, chans])
+
     def redraw(self) -> None:
         block, c, cls = self.controls["block"].value, self.controls["channel"].value, self.controls["class"].value
         if not hasattr(self, "_bars"):
@@ -783,7 +840,10 @@ class ChannelExplorer(Explorer):
                 bar.set_height(float(values[k]))  # NaN (a class with no images) draws no bar
                 bar.set_color("#d62728" if k == cls else "#7da7d9")
         self._mean_title.set_text(f"{block} channel {c}: mean excitation per class")
-        self._ax_mean.set_ylim(max(0.0, float(np.nanmin(means)) - 0.05), min(1.0, float(np.nanmax(means)) + 0.05))
+        # sigmoid gates live in [0, 1]; other gates (GC's added context, ReLU) may leave it, so the axis follows them
+        low, high = float(np.nanmin(means)), float(np.nanmax(means))
+        self._ax_mean.set_ylim(low - 0.05 if low < 0 else max(0.0, low - 0.05),
+                               high + 0.05 if high > 1 else min(1.0, high + 0.05))
         lo, hi = float(np.nanmin(attribution)), float(np.nanmax(attribution))
         pad = 0.08 * max(hi - lo, abs(hi), abs(lo), 1e-6)
         self._ax_attr.set_ylim(min(lo, 0.0) - pad, max(hi, 0.0) + pad)

@@ -206,13 +206,40 @@ def test_input_validation(setup):
     with pytest.raises(ValueError, match=r"labels must be integers of shape \(14,\)"):
         steering_explorer(model, images, labels[:3], NAMES, normalize=normalize)
     with pytest.raises(ValueError, match="class_names has 3 entries but the model has 10 outputs"):
-        steering_explorer(model, images, labels, NAMES[:3], normalize=normalize)
+        steering_explorer(model, images, labels % 3, NAMES[:3], normalize=normalize)
+    # labels outside the class names: -1 used to be titled with the last class, 10 failed deep in the drawing
+    for bad in (-1, 10):
+        with pytest.raises(ValueError, match=r"labels must be class indices 0\.\.9"):
+            steering_explorer(model, images, torch.full_like(labels, bad), NAMES, normalize=normalize)
+    # values a slider would clamp or a dropdown refuse with a TraitError: a clear error instead
+    with pytest.raises(ValueError, match=r"factor must be a number in 0\.\.3"):
+        steering_explorer(model, images, labels, NAMES, normalize=normalize, factor=5.0)
+    w = steering_explorer(model, images, labels, NAMES, normalize=normalize, block="SE_4_3")
+    for edit, message in ((("SE_4_3", 99, 0.0), r"channel of SE_4_3 must be an integer in 0\.\.63"),
+                          (("SE_X", 0, 0.0), "unknown block 'SE_X'"),
+                          (("SE_4_3", 1, 0.0, "foo"), r"mode must be one of \('scale', 'set'\)")):
+        with pytest.raises(ValueError, match=message):
+            w.show_edit(*edit)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        w.rank_channels("SE_4_3", 3.0, mode="Scale")  # anything but "scale" used to run "set"
     with pytest.raises(ValueError, match="SE_2_1"):
         steering_explorer(model, images, labels, NAMES, normalize=normalize, block="SE_7_1")
     with pytest.raises(ValueError, match="no SE blocks"):
         steering_explorer(create_model("resnet20"), images, labels, NAMES, normalize=normalize)
     with pytest.raises(TypeError, match="ExcitationStats"):
         recalibration_explorer({}, images, labels, model, NAMES, normalize=normalize)
+    from seresnet.widgets import channel_explorer
+
+    model.train()
+    for kwargs, message in (({"block": "SE_9_9"}, "unknown block 'SE_9_9'"),
+                            ({"block": "SE_2_1", "channel": 99}, r"channel of SE_2_1 must be an integer in 0\.\.15"),
+                            ({"channel": -3}, "must be an integer in"),
+                            ({"cls": 12}, r"cls must be an integer in 0\.\.9")):
+        with pytest.raises(ValueError, match=message):
+            channel_explorer(model, images, labels, NAMES, k=2, **kwargs)
+    channel_explorer(model, images, labels, NAMES, k=2)
+    assert model.training  # the caller's mode is kept, as the other explorers do
+    model.eval()
 
 
 def test_default_normalize_is_the_cifar_one(setup):
@@ -350,3 +377,38 @@ def test_channel_explorer_shows_precomputed_views(setup):
     assert ax_attr.containers[0][2].get_facecolor()[:3] != ax_attr.containers[0][0].get_facecolor()[:3]
     w.controls["block"].value = "SE_4_3"
     assert w.controls["channel"].max == 63 and w.model_runs == runs  # view changes never rerun the model
+
+
+def test_steering_explorer_draws_what_an_additive_gate_does(setup):
+    """GC adds its context vector to U instead of scaling U: the "after" map is the block's real output under the
+    edit, taken here from a forward hook on the GC block while steer() applies the same edit."""
+    from seresnet.hooks import Scale, steer
+
+    _, images, labels = setup
+    torch.manual_seed(0)
+    model = create_model("gc_resnet20").eval()
+    with torch.no_grad():
+        for block in model.se_blocks().values():  # the last layer starts at zero: give the context some size
+            for p in block.parameters():
+                p.add_(torch.randn_like(p) * 0.5)
+    w = steering_explorer(model, images, labels, NAMES, normalize=normalize, block="SE_4_3", factor=0.5)
+    seen = {}
+    # a copy: the residual unit adds the shortcut and applies ReLU in place to the tensor the block returns
+    hook = model.se_blocks()["SE_4_3"].register_forward_hook(lambda mod, inp, out: seen.update(out=out.clone()))
+    try:
+        with torch.no_grad(), steer(model, {"SE_4_3": Scale(0.5, channels=[0])}):
+            model(normalize(images))
+    finally:
+        hook.remove()
+    ax_after = w.figure.axes[2]
+    i = w.controls["image"].value
+    np.testing.assert_allclose(ax_after.get_images()[0].get_array(), seen["out"][i, 0].numpy(), rtol=1e-4, atol=1e-5)
+    assert ax_after.get_title().startswith("after: U + s")
+    # the channel explorer's class-mean axis follows GC's context values outside [0, 1] instead of clipping them
+    from seresnet.widgets import channel_explorer
+
+    c = channel_explorer(model, images, labels, NAMES, block="SE_4_3", channel=2, k=4)
+    means = c.stats.mean["SE_4_3"][:, 2].numpy()
+    low, high = c._ax_mean.get_ylim()
+    finite = means[np.isfinite(means)]
+    assert (finite.min() < 0 or finite.max() > 1) and low <= finite.min() and high >= finite.max()
