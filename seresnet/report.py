@@ -106,13 +106,25 @@ class Table:
         if missing:
             raise KeyError(f"columns {missing} are in none of the records; record keys: {list(self.records[0])}")
         self.columns = list(columns)
+        known = set(self.columns).union(*(r.keys() for r in self.records))
+        for what, given in (("headers", headers), ("formats", formats)):
+            unknown = sorted(set(given or {}) - known)  # a misspelt key would silently do nothing
+            if unknown and self.records:
+                raise KeyError(f"{what} {unknown} name no column; columns: {self.columns}")
         self.headers = {c: (headers or {}).get(c, c) for c in self.columns}
         self.formats = dict(formats or {})
         self.title = title
 
+    def _cell(self, record: Mapping[str, Any], column: str) -> str:
+        value, spec = record.get(column), self.formats.get(column)
+        try:
+            return _format_value(value, spec)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"column {column!r}: format {spec!r} does not apply to {value!r} ({exc})") from exc
+
     def cells(self) -> list[list[str]]:
         """The formatted cell texts, row by row (lists of strings joined with " | ", other lists with ", ")."""
-        return [[_format_value(r.get(c), self.formats.get(c)) for c in self.columns] for r in self.records]
+        return [[self._cell(r, c) for c in self.columns] for r in self.records]
 
     # Inline styles (JupyterLab's colours where defined): the table looks the same as a cell output and inside a
     # widget's HTML, where the notebook's table CSS does not apply.
@@ -130,7 +142,7 @@ class Table:
                 if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
                     text = "<br>".join(html.escape(x) for x in v)  # block specs: one layer per line
                 else:
-                    text = html.escape(_format_value(v, self.formats.get(c)))
+                    text = html.escape(self._cell(r, c))
                 tds.append(f"<td style='{self._CELL}'>{text}</td>")
             stripe = f" style='{self._STRIPE}'" if k % 2 else ""
             rows.append(f"<tr{stripe}>" + "".join(tds) + "</tr>")

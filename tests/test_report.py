@@ -152,6 +152,14 @@ def test_table_renders_html_and_text() -> None:
     assert "3x3, 16 | 3x3, 16" in text[3] and text[4].split()[2] == "-"
     with pytest.raises(KeyError, match="columns"):
         report.Table(rows, columns=["nope"])
+    # a misspelt format or header key used to be ignored; a format that does not fit a value names its column
+    with pytest.raises(KeyError, match=r"formats \['acuracy'\] name no column"):
+        report.Table(rows, formats={"acuracy": ".2%"})
+    with pytest.raises(KeyError, match=r"headers \['accuracy'\] name no column"):
+        report.Table(rows, headers={"accuracy": "Accuracy"})
+    with pytest.raises(ValueError, match=r"column 'model': format '.2f' does not apply to 'se_resnet20'"):
+        report.Table(rows, formats={"model": ".2f"}).cells()
+    assert report.Table(rows, columns=["model"], formats={"acc": ".3f"}).cells()[0] == ["se_resnet20"]  # not shown
 
 
 def test_figure_image_renders_png() -> None:
