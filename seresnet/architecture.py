@@ -309,8 +309,12 @@ def plot_se_steps(
     ``z`` and ``s`` are (C,) (or (1, C)); ``image`` is uint8 (3, H, W). Channels are in their natural order in both
     bar charts so a channel can be followed from ``z`` to ``s``.
     """
-    z = torch.as_tensor(z).detach().float().reshape(-1)
-    s = torch.as_tensor(s).detach().float().reshape(-1)
+    z, s = torch.as_tensor(z).detach().float(), torch.as_tensor(s).detach().float()
+    for name, t in (("z", z), ("s", s)):
+        if not (t.ndim == 1 or (t.ndim == 2 and t.shape[0] == 1)):  # a batch would be drawn as one long "image"
+            raise ValueError(f"{name} must be one image's (C,) or (1, C) vector, got shape {tuple(t.shape)}; pick "
+                             f"one image, e.g. {name}[0]")
+    z, s = z.reshape(-1), s.reshape(-1)
     if z.shape != s.shape:
         raise ValueError(f"z and s must have the same number of channels, got {tuple(z.shape)} and {tuple(s.shape)}")
     n = 3 if image is not None else 2

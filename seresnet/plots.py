@@ -65,10 +65,23 @@ def _check_stats(stats: Any) -> ExcitationStats:
     return stats
 
 
+def _labels(labels: Any, n: int, k: int) -> np.ndarray:
+    """``labels`` as n integer class indices in 0..k-1, or a ValueError (floats are not truncated, -1 does not name
+    the last class)."""
+    lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if lab.shape != (n,) or lab.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {n} integer class indices, got {lab.dtype} of shape {lab.shape}")
+    if n and (lab.min() < 0 or lab.max() >= k):
+        raise ValueError(f"labels must lie in 0..{k - 1} (one per class name), got {lab.min()}..{lab.max()}")
+    return lab.astype(int)
+
+
 def _stat_blocks(stats: ExcitationStats, blocks: str | Sequence[str] | None) -> list[str]:
     if blocks is None:
         return list(stats.block_names)
     patterns = [blocks] if isinstance(blocks, str) else list(blocks)
+    if not patterns:
+        raise ValueError(f"no block chosen; blocks: {', '.join(stats.block_names)}")
     chosen = set()
     for p in patterns:
         hits = [n for n in stats.block_names if fnmatch.fnmatchcase(n, p)]
@@ -250,10 +263,10 @@ def plot_squeeze_vs_excitation(
     if labels is None:
         ax.scatter(z_np.ravel(), s_np.ravel(), color="C0", **kw)
     else:
-        lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).astype(int)
-        if lab.shape != (z_np.shape[0],):
-            raise ValueError(f"labels must have shape ({z_np.shape[0]},), got {lab.shape}")
-        k = int(lab.max()) + 1 if class_names is None else len(class_names)
+        raw = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+        k = (int(raw.max()) + 1 if raw.size and raw.dtype.kind in "iu" else 1) if class_names is None \
+            else len(class_names)
+        lab = _labels(raw, z_np.shape[0], k)
         names = _names(class_names, k)
         for c in np.unique(lab):
             sel = lab == c
@@ -362,6 +375,10 @@ def plot_class_probabilities(
     """
     p = _np(probs, "probs").ravel()
     names = _names(class_names, p.shape[0])
+    for what, values in (("probs", p), ("reference", None if reference is None else _np(reference, "reference"))):
+        if values is not None and values.size and not (values.min() >= -1e-6 and values.max() <= 1 + 1e-6):
+            raise ValueError(f"{what} must be probabilities in 0..1, got values from {values.min():.3g} to "
+                             f"{values.max():.3g}: logits? pass logits.softmax(-1)")
     fig, ax = _ax_or_new(ax, (max(4.5, 0.55 * len(names) + 1.5), 3.4))
     x = np.arange(len(names))
     if reference is None:
@@ -383,7 +400,7 @@ def plot_class_probabilities(
 
 
 def plot_gate_history(history: Any, epoch: int | None = None, block: str | None = None,
-                      classes: Sequence[int] = (0, 3, 5), class_names: Sequence[str] | None = None,
+                      classes: Sequence[int | str] = (0, 3, 5), class_names: Sequence[str] | None = None,
                       fig: Figure | None = None) -> Figure:
     """The excitations' history (``seresnet.gate_history.GateHistory``) at one epoch, and the gates' health over
     training.
@@ -405,6 +422,7 @@ def plot_gate_history(history: Any, epoch: int | None = None, block: str | None 
     e = epochs.index(epoch)
     means = _np(history[block]["class_mean"][e], "class_mean")  # (K, C)
     names = _names(class_names, means.shape[0])
+    classes = _class_indices(classes, names, means.shape[0])  # indices or names
     fig = _fresh_figure(fig, (14.0, 4.0))
     ax_prof, ax_spec, ax_dead = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[2.2, 1.4, 1.4]))
     x = np.arange(means.shape[1])
@@ -442,6 +460,9 @@ def plot_channel_examples(images: torch.Tensor, examples: Any, channel: int, k: 
                           fig: Figure | None = None) -> Figure:
     """The ``k`` images that excite one channel most (top row) and least (bottom row), with their excitation
     ``s_c`` (``examples``: a ``seresnet.channels.ChannelExamples`` computed on ``images``)."""
+    width = len(examples.top_s)
+    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < width:
+        raise ValueError(f"channel must be an integer in 0..{width - 1} ({examples.block}), got {channel!r}")
     rows = (("highest", examples.top_s[channel][:k], examples.top_s_values[channel][:k]),
             ("lowest", examples.bottom_s[channel][:k], examples.bottom_s_values[channel][:k]))
     k = min(k, len(rows[0][1]))

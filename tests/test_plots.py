@@ -149,7 +149,7 @@ def test_squeeze_vs_excitation(data):
     np.testing.assert_allclose(pts_c[:, 1], s[[1, 2, 5]][:, [1, 3]].ravel().numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match=r"shape \(N, C\)"):
         plot_squeeze_vs_excitation(z, s[:, :3])
-    with pytest.raises(ValueError, match=r"labels must have shape \(6,\)"):
+    with pytest.raises(ValueError, match=r"labels must be 6 integer class indices, got int64 of shape \(2,\)"):
         plot_squeeze_vs_excitation(z, s, labels=[0, 1])
     render(fig)
 
@@ -264,3 +264,25 @@ def test_attention_study_plot_shows_paired_differences_and_undefined_intervals()
     assert [round(p.get_width(), 2) for p in ax_cost.patches] == [1.1, 1.2]
     with pytest.raises(ValueError, match="no results on 'test'"):
         plot_attention_study(study, set_name="test")
+
+
+def test_plots_refuse_inputs_they_would_draw_wrongly() -> None:
+    """Labels outside the class names, logits passed as probabilities, a batch where one image's vector is expected,
+    an empty block list and a channel out of range: each a clear error, not a wrong or clipped picture."""
+    from seresnet.architecture import plot_se_steps
+    from seresnet.plots import plot_class_probabilities, plot_squeeze_vs_excitation
+
+    z, s = torch.rand(4, 8), torch.rand(4, 8)
+    names = ["a", "b", "c"]
+    for bad, message in (([0, 1, 2, 3], r"labels must lie in 0\.\.2"), ([0, 1, -1, 2], r"labels must lie in 0\.\.2"),
+                         ([0.0, 1.5, 2.0, 1.0], "integer class indices")):
+        with pytest.raises(ValueError, match=message):
+            plot_squeeze_vs_excitation(z, s, labels=np.array(bad), class_names=names)
+    fig = plot_squeeze_vs_excitation(z, s, labels=np.array([0, 1, 2, 1]), class_names=names)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == names
+    with pytest.raises(ValueError, match="probabilities in 0..1.*softmax"):
+        plot_class_probabilities(torch.tensor([10.9, 0.1, -0.6]), names)
+    plot_class_probabilities(torch.tensor([10.9, 0.1, -0.6]).softmax(-1), names)
+    with pytest.raises(ValueError, match=r"z must be one image's \(C,\) or \(1, C\) vector, got shape \(2, 64\)"):
+        plot_se_steps(torch.rand(2, 64), torch.rand(2, 64))
+    plot_se_steps(torch.rand(1, 64), torch.rand(64))
