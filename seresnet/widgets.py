@@ -179,9 +179,12 @@ class RecalibrationExplorer(Explorer):
         try:
             with torch.no_grad(), capture(model, blocks) as cap:
                 for i in range(0, len(images), batch_size):
-                    pred_parts.append(model(normalize(images[i:i + batch_size]).to(dev)).argmax(1).cpu())
+                    logits = model(normalize(images[i:i + batch_size]).to(dev))
+                    pred_parts.append(logits.argmax(1).cpu())
         finally:
             model.train(was_training)
+        if logits.shape[1] != len(names):  # a prediction beyond the names failed later, at some slider position
+            raise ValueError(f"class_names has {len(names)} entries but the model has {logits.shape[1]} outputs")
         self.model_runs = 1
         from .channels import per_channel
 

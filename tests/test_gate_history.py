@@ -120,3 +120,10 @@ def test_a_class_missing_from_the_probe_has_no_mean_and_the_all_classes_line_ign
     fig = plot_gate_history(history, block="SE_4_3", classes=[0, 1, 2])
     (everything,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "all classes"]
     np.testing.assert_allclose(everything.get_ydata(), means[:3].mean(0).numpy(), rtol=1e-6)
+
+
+def test_labels_must_be_class_indices(probe) -> None:
+    images, labels = probe
+    for bad in (labels.float(), torch.full_like(labels, 10), torch.full_like(labels, -1)):
+        with pytest.raises(ValueError, match=r"labels must be integer class indices in 0\.\.9"):
+            record_gate_history(create_model("se_resnet20"), _two_epochs(), images, bad)

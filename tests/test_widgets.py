@@ -228,6 +228,9 @@ def test_input_validation(setup):
         steering_explorer(create_model("resnet20"), images, labels, NAMES, normalize=normalize)
     with pytest.raises(TypeError, match="ExcitationStats"):
         recalibration_explorer({}, images, labels, model, NAMES, normalize=normalize)
+    three = excitation_stats(model, [(normalize(images), labels % 3)], num_classes=3)  # a 10-class model's
+    with pytest.raises(ValueError, match="class_names has 3 entries but the model has 10 outputs"):
+        recalibration_explorer(three, images, labels % 3, model, NAMES[:3], normalize=normalize)
     from seresnet.widgets import channel_explorer
 
     model.train()
