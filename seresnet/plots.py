@@ -489,8 +489,8 @@ def plot_channel_on_image(image: torch.Tensor, before: torch.Tensor, after: torc
     (``s_c u_c``), upsampled to the image size, on one colour scale, so that the scaling shows as fading. Any
     pair of maps of one block (e.g. Grad-CAM before and after the scaling) can be drawn with ``panel_titles``."""
     img = image.permute(1, 2, 0).numpy()
-    size = image.shape[-1]
-    up = torch.nn.functional.interpolate(torch.stack([before, after])[:, None].float(), size=(size, size),
+    size = tuple(image.shape[-2:])  # (H, W): a non-square image keeps its aspect
+    up = torch.nn.functional.interpolate(torch.stack([before, after])[:, None].float(), size=size,
                                          mode="bilinear", align_corners=False)[:, 0].numpy()
     lim = float(np.abs(up).max()) or 1.0
     fig = _fresh_figure(fig, (8.4, 3.0))

@@ -828,8 +828,8 @@ class ChannelExplorer(Explorer):
                 f"s={float(ex.top_s_values[c, j]):.2f}\n{self.class_names[int(self.labels[i])]}")
         u, s = self.maps[block]
         top = int(ex.top_s[c, 0])
-        size = self.images.shape[-1]
-        up = nn.functional.interpolate(u[c][None, None].float(), size=(size, size), mode="bilinear",
+        size = tuple(self.images.shape[-2:])  # (H, W): a non-square image keeps its aspect
+        up = nn.functional.interpolate(u[c][None, None].float(), size=size, mode="bilinear",
                                        align_corners=False)[0, 0].numpy()
         lim = float(np.abs(up).max()) or 1.0
         self._map_image.set_data(_to_display(self.images[top]))

@@ -174,6 +174,10 @@ def test_channel_plots_draw_the_given_data(setup) -> None:
     before, after = (ax.get_images()[1].get_array() for ax in fig.axes[1:3])
     np.testing.assert_allclose(np.asarray(after), 0.5 * np.asarray(before), rtol=1e-5, atol=1e-6)
     assert "s_c = 0.50" in fig.axes[2].get_title()
+    # a non-square image: the map is laid over it at its own height and width, not stretched to a square
+    tall = torch.zeros(3, 32, 24, dtype=torch.uint8)
+    fig = plots.plot_channel_on_image(tall, torch.rand(8, 6), torch.rand(8, 6))
+    assert fig.axes[1].get_images()[1].get_array().shape == (32, 24)
 
 
 def test_attribution_of_all_blocks_in_one_pass_equals_block_by_block(setup) -> None:
