@@ -16,6 +16,7 @@ run of the sweep in ``--runs``, whichever process or session trained it (``--col
 nothing); per run the accuracy on every set with its 95% interval; per model its parameters, multiply-adds, mean and
 spread over seeds; and each model's difference to resnet20 and to se_resnet20, paired by seed, with a t-interval
 over seeds.
+
 A call that would drop finished runs the ``--out`` file already holds (another ``--runs`` folder, fewer seeds or
 models) is refused before it trains anything; ``--overwrite`` replaces the file anyway.
 """

@@ -11,6 +11,7 @@ continues with ``--resume``, so the sweep can be split across sessions. After ev
 are written to ``--out`` (default ``notebooks/results/seeds_study.json``): per run the accuracy on every set with its
 95% interval, and per set the mean SE-minus-plain difference over the seeds that both models finished, with a
 t-interval over seeds (the seed-to-seed spread, which a single pair of runs cannot show).
+
 A call that would drop finished runs the ``--out`` file already holds (another ``--runs`` folder, fewer seeds or
 models) is refused before it trains anything; ``--overwrite`` replaces the file anyway.
 """
