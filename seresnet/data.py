@@ -212,6 +212,17 @@ def load_cifar10(
     return load_image_folder(source.path / split)
 
 
+def check_class_labels(labels: Any, num_classes: int) -> None:
+    """A ValueError unless ``labels`` are integer class indices in 0..num_classes-1: floats would be truncated, -1
+    would silently name the last class and num_classes fail deep inside a plot or a one-hot."""
+    t = torch.as_tensor(labels)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise ValueError(f"labels must be class indices 0..{num_classes - 1} (integers), got {t.dtype}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise ValueError(f"labels must be class indices 0..{num_classes - 1} (integers), got values from "
+                         f"{int(t.min())} to {int(t.max())}")
+
+
 def load_eval_set(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
     """Test images from ``path``: a class folder ``path/<class>/*.png|jpg`` (such as the lossless
     ``test-subset/``), or a data root whose test split ``load_cifar10("test", path)`` finds."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import normalize
+from .data import check_class_labels, normalize
 from .hooks import capture, se_block_names
 from .se import SEBlock
 
@@ -145,10 +145,7 @@ def record_gate_history(
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or labels.shape != (images.shape[0],):
         raise ValueError("expected uint8 probe images (N, 3, H, W) and labels (N,)")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool or \
-            (labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes)):
-        raise ValueError(f"labels must be integer class indices in 0..{num_classes - 1}, got {labels.dtype} "
-                         f"{labels.tolist()[:8]}{' ...' if labels.numel() > 8 else ''}")
+    check_class_labels(labels, num_classes)
     model = model.eval()
     blocks = se_block_names(model)
     if not blocks:

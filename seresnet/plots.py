@@ -68,11 +68,12 @@ def _check_stats(stats: Any) -> ExcitationStats:
 def _labels(labels: Any, n: int, k: int) -> np.ndarray:
     """``labels`` as n integer class indices in 0..k-1, or a ValueError (floats are not truncated, -1 does not name
     the last class)."""
+    from .data import check_class_labels
+
     lab = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if lab.shape != (n,) or lab.dtype.kind not in "iu":
-        raise ValueError(f"labels must be {n} integer class indices, got {lab.dtype} of shape {lab.shape}")
-    if n and (lab.min() < 0 or lab.max() >= k):
-        raise ValueError(f"labels must lie in 0..{k - 1} (one per class name), got {lab.min()}..{lab.max()}")
+    if lab.shape != (n,):
+        raise ValueError(f"labels must be {n} class indices, got shape {lab.shape}")
+    check_class_labels(lab, k)
     return lab.astype(int)
 
 

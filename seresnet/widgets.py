@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .attention import ChannelAdd
+from .data import check_class_labels
 from .hooks import Constant, ExcitationStats, Replace, Scale, capture, resolve_blocks, steer
 from .plots import ALL_COLOR, plot_class_probabilities
 
@@ -62,13 +63,6 @@ def _check_images(images: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]
         raise ValueError(f"labels must be integers of shape ({images.shape[0]},), got {labels.dtype} "
                          f"{tuple(labels.shape)}")
     return images, labels.long()
-
-
-def _check_labels(labels: torch.Tensor, class_names: Sequence[str]) -> None:
-    """Labels index ``class_names``: -1 would silently name the last class, 10 of 10 fail deep in a plot."""
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
-        raise ValueError(f"labels must be class indices 0..{len(class_names) - 1} (one per entry of class_names), "
-                         f"got values from {int(labels.min())} to {int(labels.max())}")
 
 
 def _check_index(what: str, value: Any, size: int) -> int:
@@ -355,7 +349,7 @@ class SteeringExplorer(Explorer):
         self.model = model
         self.images, self.labels = images, labels
         self.class_names = [str(n) for n in class_names]
-        _check_labels(labels, self.class_names)
+        check_class_labels(labels, len(self.class_names))
         self.blocks = resolve_blocks(model, None)
         names = list(self.blocks)
         block = block or names[0]
@@ -722,7 +716,7 @@ class ChannelExplorer(Explorer):
                  dpi: int = 72, block: str | None = None, channel: int = 0, cls: int = 0) -> None:
         images, labels = _check_images(images, labels)
         names = [str(n) for n in class_names]
-        _check_labels(labels, names)
+        check_class_labels(labels, len(names))
         self.images, self.labels, self.class_names = images, labels, names
         # Checked before the four sweeps below: a slider or dropdown would clamp a bad value or fail with a TraitError
         se_blocks = resolve_blocks(model, None)

@@ -125,5 +125,5 @@ def test_a_class_missing_from_the_probe_has_no_mean_and_the_all_classes_line_ign
 def test_labels_must_be_class_indices(probe) -> None:
     images, labels = probe
     for bad in (labels.float(), torch.full_like(labels, 10), torch.full_like(labels, -1)):
-        with pytest.raises(ValueError, match=r"labels must be integer class indices in 0\.\.9"):
+        with pytest.raises(ValueError, match=r"labels must be class indices 0\.\.9 \(integers\)"):
             record_gate_history(create_model("se_resnet20"), _two_epochs(), images, bad)
