@@ -240,6 +240,8 @@ class SECostExplorer:
             raise ValueError(f"channels must be one of {CHANNEL_CHOICES}, got {channels!r}")
         if reduction not in REDUCTION_CHOICES:
             raise ValueError(f"reduction must be one of {REDUCTION_CHOICES}, got {reduction!r}")
+        if block not in ("basic", "bottleneck"):
+            raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}")
         self.channels = widgets.SelectionSlider(options=CHANNEL_CHOICES, value=channels, description="channels C",
                                                 continuous_update=True, style={"description_width": "initial"})
         self.reduction = widgets.SelectionSlider(options=REDUCTION_CHOICES, value=reduction,
@@ -663,6 +665,10 @@ class ArchitectureExplorer:
         names = list_models("se_resnet*")
         if model not in names:
             raise ValueError(f"model must be one of {names}, got {model!r}")
+        if integration not in INTEGRATIONS:
+            raise ValueError(f"integration must be one of {tuple(INTEGRATIONS)}, got {integration!r}")
+        if reduction not in REDUCTION_CHOICES:
+            raise ValueError(f"reduction must be one of {REDUCTION_CHOICES}, got {reduction!r}")
         style = {"description_width": "initial"}
         # CIFAR and ImageNet networks share one list: say which is which (depths alone do not).
         labels = [(f"{n} ({'CIFAR, 32x32' if get_config(n).style == 'cifar' else 'ImageNet, 224x224'})", n)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import io
+import numbers
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -667,13 +668,20 @@ class GateHistoryExplorer(Explorer):
         k = history[history.blocks[0]]["class_mean"].shape[1]
         if len(names) != k:
             raise ValueError(f"class_names has {len(names)} entries but the history has {k} classes")
+        if block is not None and block not in history.blocks:
+            raise ValueError(f"unknown block {block!r}; blocks: {', '.join(history.blocks)}")
+        classes = tuple(classes)
+        if not classes or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c < k
+                                  for c in classes):
+            raise ValueError(f"classes must be one or more class indices 0..{k - 1}, got {classes!r}")
+        classes = tuple(int(c) for c in classes)
         self.history, self.class_names = history, names
         controls = {
             "epoch": widgets.SelectionSlider(options=list(history.epochs), value=history.epochs[-1],
                                              description="epoch", continuous_update=False),
             "block": widgets.Dropdown(options=list(history.blocks), value=block or history.blocks[-1],
                                       description="SE block"),
-            "classes": widgets.SelectMultiple(options=[(n, i) for i, n in enumerate(names)], value=tuple(classes),
+            "classes": widgets.SelectMultiple(options=[(n, i) for i, n in enumerate(names)], value=classes,
                                               rows=min(k, 6), description="classes"),
         }
         for name, w in controls.items():

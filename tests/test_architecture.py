@@ -99,6 +99,17 @@ def test_se_cost_explorer_bad_start_values() -> None:
         A.se_cost_explorer(channels=100)
     with pytest.raises(ValueError, match="reduction must be one of"):
         A.se_cost_explorer(reduction=3)
+    with pytest.raises(ValueError, match="block must be 'basic' or 'bottleneck'"):
+        A.se_cost_explorer(block="wide")
+
+
+def test_architecture_explorer_bad_start_values() -> None:
+    with pytest.raises(ValueError, match="model must be one of"):
+        A.architecture_explorer("se_resnet51")
+    with pytest.raises(ValueError, match="integration must be one of"):
+        A.architecture_explorer(integration="middle")
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        A.architecture_explorer(reduction=3)
 
 
 # --- integration layouts and diagrams ------------------------------------------------------------------------

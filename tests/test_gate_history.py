@@ -106,6 +106,19 @@ def test_plot_and_explorer_show_the_recorded_numbers(probe) -> None:
     assert w.state["dead"]["SE_2_1"] == 0 and w.image.value[:4] == b"\x89PNG"
 
 
+def test_explorer_bad_start_values(probe) -> None:
+    from seresnet.data import CIFAR10_CLASSES
+    from seresnet.widgets import gate_history_explorer
+
+    images, labels = probe
+    history = record_gate_history(create_model("se_resnet20"), _two_epochs(), images, labels)
+    with pytest.raises(ValueError, match="unknown block 'SE_9_9'; blocks: SE_2_1, SE_2_2"):
+        gate_history_explorer(history, CIFAR10_CLASSES, block="SE_9_9")
+    for bad in ((), (10,), (-1,), (1.0,), (True,)):
+        with pytest.raises(ValueError, match=r"classes must be one or more class indices 0\.\.9"):
+            gate_history_explorer(history, CIFAR10_CLASSES, classes=bad)
+
+
 def test_a_class_missing_from_the_probe_has_no_mean_and_the_all_classes_line_ignores_it(probe) -> None:
     import numpy as np
 
