@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import hooks
-from .data import EIGHT_BIT_MODES, normalize
+from .data import EIGHT_BIT_MODES, check_class_labels, normalize
 from .se import SEBlock
 
 __all__ = ["ChannelExamples", "channel_examples", "gate_attribution", "gate_attribution_all", "gate_edit_effect",
@@ -200,8 +200,7 @@ def _check_labelled(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     if labels.shape != (images.shape[0],) or labels.dtype.is_floating_point:
         raise ValueError(f"expected integer labels of shape ({images.shape[0]},), got {labels.dtype} "
                          f"{tuple(labels.shape)}")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"labels must be class indices 0..{num_classes - 1}")
+    check_class_labels(labels, num_classes)
 
 
 def gate_attribution(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, block: str,

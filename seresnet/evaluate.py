@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data import CIFAR10_CLASSES, TensorBatches, load_cifar10, load_eval_set
+from .data import CIFAR10_CLASSES, TensorBatches, check_class_labels, load_cifar10, load_eval_set
 
 
 def accuracy_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -123,9 +123,7 @@ def evaluate(
     labels = labels.long()
     logits = predict_logits(model, images, batch_size, bf16, channels_last, flip_tta=flip_tta)
     k = num_classes or logits.shape[1]
-    if labels.min() < 0 or labels.max() >= k:
-        raise ValueError(f"labels must be class indices 0..{k - 1}, got values in [{int(labels.min())}, "
-                         f"{int(labels.max())}]")
+    check_class_labels(labels, k)
     preds = logits.argmax(1)
     confusion = torch.bincount(labels * k + preds, minlength=k * k).view(k, k)
     per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from .attention import AttentionBlock, is_attention_block
+from .data import check_class_labels
 from .se import SEBlock
 
 BlockSpec = str | Sequence[str] | None
@@ -710,10 +711,8 @@ class ExcitationStats:
         labels = torch.as_tensor(labels).detach().cpu()
         if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(f"labels must be a 1-D integer tensor (B,), got {labels.dtype} {tuple(labels.shape)}")
+        check_class_labels(labels, self.num_classes)
         labels = labels.long()
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"labels must lie in 0..{self.num_classes - 1} (num_classes={self.num_classes}), "
-                             f"got values {labels.min().item()}..{labels.max().item()}")
         missing = [n for n in self.block_names if n not in excitations]
         if missing:
             raise ValueError(f"update() needs s for every block; missing {missing}")

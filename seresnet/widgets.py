@@ -159,8 +159,7 @@ class RecalibrationExplorer(Explorer):
         if len(names) != stats.num_classes:
             raise ValueError(f"class_names has {len(names)} entries but the statistics have {stats.num_classes} "
                              "classes")
-        if labels.min() < 0 or labels.max() >= stats.num_classes:
-            raise ValueError(f"labels must lie in 0..{stats.num_classes - 1}")
+        check_class_labels(labels, stats.num_classes)
         blocks = list(resolve_blocks(model, stats.block_names))  # also checks the model has these blocks
         self.stats, self.images, self.labels, self.class_names = stats, images, labels, names
         normalize = normalize or _default_normalize()

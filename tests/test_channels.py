@@ -250,3 +250,12 @@ def test_largest_class_lift_is_the_maximum_over_every_class_and_channel(setup) -
     partial = hooks.excitation_stats(model, [(normalize(images[labels != 3]), labels[labels != 3])], num_classes=10)
     assert channels.largest_class_lift(partial)[1] != 3
     assert torch.isnan(partial.mean["SE_4_1"][3]).all()
+
+
+def test_attribution_and_edit_refuse_labels_that_are_not_class_indices(setup) -> None:
+    model, images, labels = setup
+    for bad in (torch.full_like(labels, 10), torch.full_like(labels, -1)):
+        with pytest.raises(ValueError, match=r"labels must be class indices 0\.\.9 \(integers\)"):
+            channels.gate_attribution(model, images, bad, "SE_2_1")
+        with pytest.raises(ValueError, match=r"labels must be class indices 0\.\.9 \(integers\)"):
+            channels.gate_edit_effect(model, images, bad, "SE_2_1", 0)

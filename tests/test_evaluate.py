@@ -18,8 +18,8 @@ def model() -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("labels,message", [
-    (torch.full((4,), 10), r"class indices 0..9, got values in \[10, 10\]"),
-    (torch.full((4,), -1), r"class indices 0..9, got values in \[-1, -1\]"),
+    (torch.full((4,), 10), r"class indices 0\.\.9 \(integers\), got values from 10 to 10"),
+    (torch.full((4,), -1), r"class indices 0\.\.9 \(integers\), got values from -1 to -1"),
     (torch.zeros(4), "expected integer class labels"),
     (torch.zeros(4, 1, dtype=torch.int64), "expected integer class labels of shape"),
     (torch.zeros(3, dtype=torch.int64), "4 images but 3 labels"),

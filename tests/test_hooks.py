@@ -527,7 +527,7 @@ def test_stats_input_errors():
     with pytest.raises(ValueError, match="normalize"):
         excitation_stats(model, [(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, dtype=torch.long))],
                          10)
-    with pytest.raises(ValueError, match=r"labels must lie in 0..2"):
+    with pytest.raises(ValueError, match=r"labels must be class indices 0\.\.2 \(integers\), got values from"):
         excitation_stats(model, [(torch.randn(2, 3, 32, 32), torch.tensor([0, 3]))], 3)
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
         excitation_stats(model, [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1, 2]))], 3)
