@@ -271,10 +271,12 @@ def _load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(f"refused to load {path}: it pickles objects other than tensors and plain containers, "
-                         "which torch.load(weights_only=True) does not unpickle because unpickling them can run "
-                         f"arbitrary code. It is not a plain state dict; do not load it with full pickle unless you "
-                         f"trust its origin. Details: {exc}") from exc
+        # torch's own message is a page of advice (with terminal colour codes); the class it refused is the fact.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = found.group(1) if found else "objects other than tensors and plain containers"
+        raise ValueError(f"refused to load {path}: it pickles {what}, which torch.load(weights_only=True) does "
+                         "not unpickle because unpickling it can run arbitrary code. It is not a plain state dict; "
+                         "do not load it with full pickle unless you trust its origin.") from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise ValueError(f"{path} is not a readable PyTorch weights file (truncated or corrupted?): {exc}") from exc
     if not isinstance(state_dict, Mapping) or not all(isinstance(k, str) for k in state_dict):
