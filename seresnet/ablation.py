@@ -9,10 +9,13 @@ Two experiments live here so that notebooks only display them and tests can chec
 * ``se_knockout_table(model, images, labels, stats)`` switches SE blocks off or replaces their excitations by the
   mean excitation (``hooks.steer``) and reports the test accuracy of every edit.
 
-Command line (what produced ``notebooks/results/ablations.json``)::
+``run_ablations`` is the quick, one-seed version, for seeing the code run in class: at a few epochs the seed alone
+moves a model by about 2 points, so it cannot rank the settings. The seeded, paired study that can (15 epochs, 3
+seeds) is ``scripts/attention_study.py --ablations``; ``ablation_study_rows`` and ``plot_ablation_study`` show it.
 
-    python -m seresnet.ablation --epochs 4 --train-limit 10000 --threads 1 \\
-        --data /work/shared/data/cifar10-jpeg --out notebooks/results/ablations.json
+Command line of the quick version::
+
+    python -m seresnet.ablation --epochs 4 --train-limit 10000 --threads 1 --data DATA_ROOT --out ablations.json
 """
 
 from __future__ import annotations
