@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -219,3 +220,53 @@ def test_time_ratios_divide_each_mode_by_the_reference() -> None:
     # the stored benchmark has both modes with the plain network in each
     stored = json.loads((Path(__file__).resolve().parent.parent / "benchmarks/results/attention.json").read_text())
     assert {"train", "infer"} <= set(time_ratios(stored))
+
+
+# --- the prose quotes the stored study ---------------------------------------------------------------------------
+_PAIR = re.compile(r"([+-]?\d+\.\d\d) to ([+-]?\d+\.\d\d)")
+_NUMBER = re.compile(r"[+-]?\d+\.\d\d")
+
+
+def _pairs(text: str) -> set[tuple[float, float]]:
+    return {(float(a), float(b)) for a, b in _PAIR.findall(text.replace("\u2212", "-"))}
+
+
+def _quotable(rows: list[dict]) -> set[tuple[float, float]]:
+    """What prose may quote as "a to b": a row's 95% and all-at-once intervals, or the range of its seeds."""
+    allowed = set()
+    for r in rows:
+        for interval in (r.get("ci95"), r.get("ci_all")):
+            if interval is not None:
+                allowed.add((round(interval[0], 2), round(interval[1], 2)))
+        if len(r["per_seed"]) > 1:
+            lo, hi = round(min(r["per_seed"]), 2), round(max(r["per_seed"]), 2)
+            allowed |= {(lo, hi), (hi, lo)}
+    return allowed
+
+
+def test_notebook_06_and_readme_quote_the_stored_study() -> None:
+    """The findings of notebook 06 and the README's study paragraph were written from an earlier collect: every
+    interval they quote must be one the committed study gives, and the ablation findings must cover every setting
+    (its interval once it has two seeds, else its one-seed mean)."""
+    import nbformat
+
+    from seresnet import ablation
+
+    root = Path(__file__).resolve().parent.parent
+    stored = json.loads((root / "notebooks/results/attention_study.json").read_text())
+    rows = [r for r in ablation.ablation_study_rows(stored) if r["verdict"] != "the reference"]
+    family = stored["groups"]["family"]
+    family_rows = [r for ref in ("resnet20", "se_resnet20")
+                   for r in paired_table(stored, [m for m in family if m != ref], ref, comparisons=len(family) - 1)]
+    cells = {c.id: c.source for c in nbformat.read(root / "notebooks/06_ablations.ipynb", 4).cells}
+    findings = cells["a6b1c004"].replace("\u2212", "-")
+    assert _pairs(findings) and _pairs(findings) <= _quotable(rows), _pairs(findings) - _quotable(rows)
+    numbers = {float(x) for x in _NUMBER.findall(findings)}
+    for r in rows:
+        if r["ci95"] is not None:
+            assert (round(r["ci95"][0], 2), round(r["ci95"][1], 2)) in _pairs(findings), (r["study"], r["setting"])
+        assert round(r["d_acc"], 2) in numbers or round(-r["d_acc"], 2) in numbers, (r["study"], r["setting"])
+    readme = (root / "README.md").read_text()
+    paragraph = readme[readme.index("**SE beside its successors.**"):].split("\n\n")[0]
+    quoted = _pairs(paragraph)
+    assert quoted and quoted <= _quotable(rows + family_rows), quoted - _quotable(rows + family_rows)
