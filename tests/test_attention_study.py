@@ -223,7 +223,7 @@ def test_time_ratios_divide_each_mode_by_the_reference() -> None:
 
 
 # --- the prose quotes the stored study ---------------------------------------------------------------------------
-_PAIR = re.compile(r"([+-]?\d+\.\d\d) to ([+-]?\d+\.\d\d)")
+_PAIR = re.compile(r"([+-]?\d+\.\d\d)\s+to\s+([+-]?\d+\.\d\d)")  # may break across lines
 _NUMBER = re.compile(r"[+-]?\d+\.\d\d")
 
 
