@@ -270,3 +270,32 @@ def test_notebook_06_and_readme_quote_the_stored_study() -> None:
     paragraph = readme[readme.index("**SE beside its successors.**"):].split("\n\n")[0]
     quoted = _pairs(paragraph)
     assert quoted and quoted <= _quotable(rows + family_rows), quoted - _quotable(rows + family_rows)
+
+
+def test_notebook_06_family_findings_quote_the_stored_study() -> None:
+    """The family findings of notebook 06: every "a to b" they give is an interval of the stored family tables (both
+    references, validation; SE minus plain on each test set), a range of their median half-widths (printed under the
+    tables), or the range of the paper's ablation effects they compare those with."""
+    import nbformat
+
+    from seresnet import ablation
+
+    root = Path(__file__).resolve().parent.parent
+    stored = json.loads((root / "notebooks/results/attention_study.json").read_text())
+    family = stored["groups"]["family"]
+    allowed, halves = set(), {"ci95": [], "ci_all": []}
+    for ref in ("resnet20", "se_resnet20"):
+        rows = paired_table(stored, [m for m in family if m != ref], ref, comparisons=len(family) - 1)
+        allowed |= _quotable(rows)
+        for key, value in median_half_widths(rows).items():
+            if key in halves:
+                halves[key].append(round(value, 2))
+    allowed |= {(min(v), max(v)) for v in halves.values()}
+    for set_name in stored["summary"]:
+        if set_name != "val":
+            allowed |= _quotable(paired_table(stored, ["se_resnet20"], "resnet20", set_name))
+    paper = [abs(r["paper_d_acc"]) for r in ablation.ablation_study_rows(stored) if r.get("paper_d_acc")]
+    allowed.add((round(min(paper), 2), round(max(paper), 2)))
+    cell = next(c for c in nbformat.read(root / "notebooks/06_ablations.ipynb", 4).cells if c.id == "a6b1c006")
+    quoted = _pairs(cell.source)
+    assert len(quoted) >= 10 and quoted <= allowed, quoted - allowed
