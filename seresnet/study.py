@@ -290,6 +290,25 @@ def median_half_widths(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def verdict_counts(rows: list[dict[str, Any]], confidence: float = 0.95) -> dict[str, Any]:
+    """How many rows of a :func:`paired_table` clear 0, read together. ``tested``: rows with an interval;
+    ``beyond``: those whose ``ci95`` excludes 0; ``expected_by_chance``: how many would on average if no row had
+    any effect (``(1 - confidence) * tested``); ``beyond_all``: those whose all-at-once ``ci_all`` excludes 0
+    (None where the table has no such intervals); ``below_zero`` of ``with_mean``: rows whose mean is negative,
+    which shows when every row leans one way (for example because all share one reference's runs)."""
+    def clears(ci: list[float] | None) -> bool:
+        return ci is not None and (ci[0] > 0 or ci[1] < 0)
+
+    tested = [r for r in rows if r.get("ci95") is not None]
+    has_all = any(r.get("ci_all") is not None for r in tested)
+    means = [r["d_acc"] for r in rows if r.get("d_acc") is not None and r.get("seeds", 0) > 0
+             and r.get("verdict") != "the reference"]
+    return {"tested": len(tested), "beyond": sum(clears(r["ci95"]) for r in tested),
+            "expected_by_chance": (1 - confidence) * len(tested),
+            "beyond_all": sum(clears(r.get("ci_all")) for r in tested) if has_all else None,
+            "below_zero": sum(m < 0 for m in means), "with_mean": len(means)}
+
+
 def time_ratios(benchmark: dict[str, Any], reference: str = "resnet20") -> dict[str, dict[str, float]]:
     """What each model costs in time against ``reference``, from the attention benchmark's JSON
     (``benchmarks/results/attention.json``): ``{mode: {model: median time / reference's median time}}`` for each

@@ -302,3 +302,19 @@ def test_notebook_06_family_findings_quote_the_stored_study() -> None:
     cell = next(c for c in nbformat.read(root / "notebooks/06_ablations.ipynb", 4).cells if c.id == "a6b1c006")
     quoted = _pairs(cell.source)
     assert len(quoted) >= 10 and quoted <= allowed, quoted - allowed
+
+
+def test_verdict_counts_read_a_table_together() -> None:
+    from seresnet.study import verdict_counts
+
+    rows = [{"seeds": 3, "d_acc": -1.0, "ci95": [-1.5, -0.5], "ci_all": [-2.5, 0.5], "verdict": "worse"},
+            {"seeds": 3, "d_acc": 0.2, "ci95": [-0.3, 0.7], "ci_all": [-1.0, 1.4], "verdict": "none"},
+            {"seeds": 3, "d_acc": 2.0, "ci95": [1.0, 3.0], "ci_all": [0.1, 3.9], "verdict": "better"},
+            {"seeds": 1, "d_acc": -0.4, "ci95": None, "ci_all": None, "verdict": "undefined"},
+            {"seeds": 3, "d_acc": 0.0, "ci95": None, "ci_all": None, "verdict": "the reference"},
+            {"seeds": 0, "d_acc": None, "ci95": None, "ci_all": None, "verdict": "not trained yet"}]
+    n = verdict_counts(rows)
+    assert n == {"tested": 3, "beyond": 2, "expected_by_chance": pytest.approx(0.15), "beyond_all": 1,
+                 "below_zero": 2, "with_mean": 4}
+    assert verdict_counts([{**r, "ci_all": None} for r in rows])["beyond_all"] is None  # no such intervals: undefined
+    assert verdict_counts(rows, confidence=0.99)["expected_by_chance"] == pytest.approx(0.03)
