@@ -644,8 +644,10 @@ def plot_ablation_study(study: Mapping[str, Any], set_name: str = "val", figsize
     axes[0, 0].set_title("ours: SE-ResNet-20, CIFAR-10", fontsize=10, loc="right", color="0.3")
     axes[0, 1].set_title("paper: SE-ResNet-50, ImageNet", fontsize=10, loc="right", color="0.3")
     tested = sum(v.study in STUDIES for v in ABLATIONS)
+    hollow = any(r["d_acc"] is not None and r["ci95"] is None and r["verdict"] != "the reference" for r in rows)
     fig.suptitle("The paper's ablations, each against the default SE model (> 0 means better)\nours: each seed "
-                 "(blue), paired mean with its 95% t-interval (black), hollow = interval undefined\n"
+                 "(blue), paired mean with its 95% t-interval (black)"
+                 + (", hollow = interval undefined" if hollow else "") + "\n"
                  f"grey bar = the interval that holds for all {tested} settings at once, grey diamond = the default",
                  fontsize=10)
     axes[-1, 0].set_xlabel(f"CIFAR-10 {where} accuracy minus SE-ResNet-20 (points)")

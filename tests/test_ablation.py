@@ -312,6 +312,9 @@ def test_ablation_study_rows_pair_by_seed_and_sit_beside_the_paper():
     assert texts.count("not trained yet") == sum(r["verdict"] == "not trained yet" for r in rows)
     gate_paper = fig.axes[2 * list(ablation.STUDIES).index("gate") + 1]
     assert sorted(round(p.get_width(), 2) for p in gate_paper.patches) == [-1.19, -0.72, 0.0]
+    assert "hollow = interval undefined" in fig.get_suptitle()  # tanh has one seed: its marker is hollow
+    study_without_single_seeds = _study({"se_resnet20": {0: 0.80, 1: 0.82}, "resnet20": {0: 0.79, 1: 0.81}})
+    assert "hollow" not in ablation.plot_ablation_study(study_without_single_seeds).get_suptitle()
 
 
 # --- knock-out table -------------------------------------------------------------------------------------------
