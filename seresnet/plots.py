@@ -576,7 +576,9 @@ def plot_attention_study(study: dict[str, Any], set_name: str = "val", reference
     ax.set_yticks(y, [f"{r['model']}  ({r['seeds']} seed{'' if r['seeds'] == 1 else 's'})" for r in rows])
     ax.set_xlabel(f"accuracy minus {reference} on {dict(val='validation').get(set_name, set_name)} (points)")
     ax.set_title(f"Paired by seed: mean (black) with its 95% t-interval, each seed (blue)\ngrey: the interval that "
-                 f"holds for all {len(requested)} models at once; hollow = interval undefined", fontsize="medium")
+                 f"holds for all {len(requested)} models at once"
+                 + ("; hollow = interval undefined" if any(r["ci95"] is None for r in rows) else ""),
+                 fontsize="medium")
     ax.grid(alpha=0.3, axis="x")
     if train_ratio:
         ax2 = fig.add_subplot(grid[0, 1], sharey=ax)

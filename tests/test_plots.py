@@ -262,6 +262,8 @@ def test_attention_study_plot_shows_paired_differences_and_undefined_intervals()
     t = math.tan(0.975 * math.pi / 2)
     np.testing.assert_allclose(sorted(grey.get_xdata()), [1.5 - 0.5 * t, 1.5 + 0.5 * t], rtol=1e-6)
     assert [round(p.get_width(), 2) for p in ax_cost.patches] == [1.1, 1.2]
+    assert "hollow = interval undefined" in ax.get_title()  # eca has one seed
+    assert "hollow" not in plot_attention_study(study, models=["resnet20", "se_resnet20"]).axes[0].get_title()
     with pytest.raises(ValueError, match="no results on 'test'"):
         plot_attention_study(study, set_name="test")
 
