@@ -6,7 +6,10 @@ gather (``ge_resnet20+ge_extent=2``), since GE's default global gather computes 
     python scripts/attention_study.py --data ../shared/data/cifar10-lossless --runs ../runs/seeds --seeds 0 1 2 \
         --epochs 15 --compile --threads 2 \
         --test-data lossless-test-subset=../shared/data/cifar10-lossless/test-subset \
-        --test-data jpeg-test=../shared/data/cifar10-jpeg
+        --test-data jpeg-test=../shared/data/cifar10-jpeg --ablations
+
+(the command behind ``notebooks/results/attention_study.json``: 78 runs, the family and the ablations with three
+seeds each, about 18 hours of a 2-core CPU spread over several sessions; ``--collect`` gathered the runs at the end).
 
 One recipe for all (the seeds study's: pass the same options and the same ``--runs`` folder and its se_resnet20 and
 resnet20 runs are reused, not trained again). Runs go seed by seed, so an interrupted sweep has every variant at the
