@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import html
 import io
-import numbers
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -669,11 +668,9 @@ class GateHistoryExplorer(Explorer):
             raise ValueError(f"class_names has {len(names)} entries but the history has {k} classes")
         if block is not None and block not in history.blocks:
             raise ValueError(f"unknown block {block!r}; blocks: {', '.join(history.blocks)}")
-        classes = tuple(classes)
-        if not classes or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c < k
-                                  for c in classes):
-            raise ValueError(f"classes must be one or more class indices 0..{k - 1}, got {classes!r}")
-        classes = tuple(int(c) for c in classes)
+        if not len(classes):
+            raise ValueError(f"classes must name at least one class index 0..{k - 1}")
+        classes = tuple(_check_index("each of classes", c, k) for c in classes)
         self.history, self.class_names = history, names
         controls = {
             "epoch": widgets.SelectionSlider(options=list(history.epochs), value=history.epochs[-1],

@@ -114,8 +114,10 @@ def test_explorer_bad_start_values(probe) -> None:
     history = record_gate_history(create_model("se_resnet20"), _two_epochs(), images, labels)
     with pytest.raises(ValueError, match="unknown block 'SE_9_9'; blocks: SE_2_1, SE_2_2"):
         gate_history_explorer(history, CIFAR10_CLASSES, block="SE_9_9")
-    for bad in ((), (10,), (-1,), (1.0,), (True,)):
-        with pytest.raises(ValueError, match=r"classes must be one or more class indices 0\.\.9"):
+    with pytest.raises(ValueError, match=r"classes must name at least one class index 0\.\.9"):
+        gate_history_explorer(history, CIFAR10_CLASSES, classes=())
+    for bad in ((10,), (-1,), (1.0,), (True,)):
+        with pytest.raises(ValueError, match=r"each of classes must be an integer in 0\.\.9"):
             gate_history_explorer(history, CIFAR10_CLASSES, classes=bad)
 
 
